@@ -1,0 +1,31 @@
+# Everything runs from a virtual environment inside the repository.
+# `make demo` and `make test` create it on first use (python3 -m venv + pip).
+VENV   ?= .venv
+PYTHON ?= python3
+# CPU build by default; on a GPU machine: make TORCH=torch EXTRAS=fast,test,gpu
+TORCH  ?= torch==2.13.0
+EXTRAS ?= fast,test
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q "$(TORCH)"
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cdi run configs/demo.yaml --out results/demo.cxi --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_iteration.py
+
+clean:
+	rm -rf $(VENV) results build *.egg-info

@@ -1,0 +1,48 @@
+"""cdi-plugins: phase retrieval for Bragg coherent diffraction imaging as interchangeable plugins.
+
+Public API (stable)::
+
+    import cdi_plugins
+    result = cdi_plugins.run("configs/demo.yaml")          # or a YAML string, or a dict
+    result.obj, result.support, result.history, result.timings
+    cdi_plugins.save(result, "out.cxi")
+    result = cdi_plugins.load("out.cxi")
+
+Plugin authors need :func:`hookimpl`, :class:`AlgorithmSpec`, :class:`Param`,
+:class:`State` and :class:`CDIError` (see ``cdi_plugins.hookspecs``).
+"""
+
+from __future__ import annotations
+
+import os
+
+__version__ = "0.1.0"
+
+from .errors import CDIError
+from .hookspecs import hookimpl
+from .params import Param, ParamModel
+from .registry import AlgorithmSpec, Registry, get_registry
+from .result import Result
+from .state import Context, Problem, State
+from .pipeline import run, run_all
+
+__all__ = ["run", "run_all", "save", "load", "Result", "CDIError", "hookimpl", "AlgorithmSpec", "Param",
+           "ParamModel", "Problem", "State", "Context", "Registry", "get_registry", "__version__"]
+
+
+def save(result: Result, path, *, overwrite: bool = False) -> None:
+    """Write *result* as a CXI (HDF5) file, atomically.
+
+    Refuses to overwrite an existing file unless *overwrite*, and never
+    overwrites the file the data was read from.
+    """
+    from .io import write_cxi
+    source = (result.metadata or {}).get("source")
+    protect = (source,) if source and os.path.exists(str(source)) else ()
+    write_cxi(result, path, overwrite=overwrite, protect=protect)
+
+
+def load(path) -> Result:
+    """Read a result written by :func:`save` (or ``cdi run``)."""
+    from .io import load_cxi
+    return load_cxi(path)

@@ -1,0 +1,282 @@
+"""The ``cdi`` command line.
+
+Every error a user can cause is printed as one line (``cdi: error: ...``) and
+the command exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from .errors import CDIError
+
+EXIT_USAGE = 2
+
+
+def _overrides(items):
+    from .recipe import parse_set
+    return [parse_set(s) for s in items or ()]
+
+
+def _out_paths(args, rec, data_paths):
+    """(plan, data path or None, output path) for every run this command will do."""
+    jobs = []
+    for dpath in data_paths:
+        for plan in rec[dpath].datasets:
+            if args.dataset and plan.name != args.dataset:
+                continue
+            jobs.append([plan, dpath])
+    if args.dataset and not jobs:
+        from .params import suggest
+        names = [p.name for r in rec.values() for p in r.datasets]
+        raise CDIError(f"no dataset named '{args.dataset}'{suggest(args.dataset, names)}", "--dataset")
+    multiple = len(jobs) > 1
+    out = []
+    for plan, dpath in jobs:
+        name = plan.name if dpath is None else (
+            os.path.splitext(os.path.basename(dpath))[0] + ("" if len(rec[dpath].datasets) == 1 else f"_{plan.name}"))
+        template = args.out or plan.output.get("path") or "{recipe}_{dataset}.cxi"
+        stem = os.path.splitext(os.path.basename(plan.source))[0] if plan.source != "<recipe>" else "recipe"
+        path = template.replace("{dataset}", name).replace("{recipe}", stem)
+        if multiple and "{dataset}" not in template:
+            root, ext = os.path.splitext(path)
+            path = f"{root}_{name}{ext or '.cxi'}"
+        overwrite = args.overwrite or bool(plan.output.get("overwrite", False))
+        out.append((plan, dpath, path, overwrite))
+    paths = [p for _, _, p, _ in out]
+    if len(set(paths)) != len(paths):
+        raise CDIError("several runs would write the same output file; put {dataset} in --out or output.path")
+    return out
+
+
+class _Progress:
+    """Renders solver progress events as one tqdm bar per dataset."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.done_steps = 0
+        self.offset = 0
+        self.last = (0, 0)
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=label, unit="it", leave=False, dynamic_ncols=True,
+                            file=sys.stderr, disable=None)
+
+    def __call__(self, step=0, algorithm="", iteration=0, total=0, chi2=None, **_):
+        if self.bar is None:
+            return
+        if step != self.last[0]:
+            self.offset += self.last[1]
+            self.last = (step, 0)
+        self.bar.update(iteration - self.last[1])
+        self.last = (step, iteration)
+        post = f"{step}:{algorithm}"
+        if chi2 is not None:
+            post += f" chi2={chi2:.3e}"
+        self.bar.set_postfix_str(post, refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _summary(result, path, seconds) -> str:
+    lines = []
+    n = "x".join(map(str, result.obj.shape))
+    md = result.metadata
+    lines.append(f"dataset {result.dataset}: {n} from {md.get('source')}, backend {md.get('backend')} "
+                 f"(fft {md.get('fft')}, {md.get('threads')} threads), seed {md.get('seed')}")
+    lines.append(f"  {'step':>4}  {'algorithm':<10} {'iterations':>10} {'seconds':>9}  {'final chi2':>10}")
+    for st in result.steps:
+        recs = [h for h in result.history if h.get("step") == st["step"]]
+        chi = f"{recs[-1]['chi2']:.3e}" if recs and "chi2" in recs[-1] else "-"
+        lines.append(f"  {st['step']:>4}  {st['algorithm']:<10} {len(recs):>10} {st['seconds']:>9.3f}  {chi:>10}")
+    final = f"{result.chi2:.3e}" if result.chi2 is not None else "n/a"
+    err = result.error()
+    tail = f"  total: {result.iterations} iterations in {result.seconds:.2f} s (wall {seconds:.2f} s), final chi2 {final}"
+    if err is not None:
+        tail += f", error vs truth {err:.4f}"
+    lines.append(tail)
+    if path:
+        lines.append(f"  wrote {path}")
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    from . import save
+    from .io import check_writable
+    from .pipeline import build_problem, run_plan
+    from .recipe import load_recipe
+    import yaml
+
+    overrides = _overrides(args.set)
+    data_paths = [os.path.abspath(p) for p in args.data] if args.data else [None]
+    rec = {d: load_recipe(args.recipe, overrides=overrides, data=d) for d in data_paths}
+    jobs = _out_paths(args, rec, data_paths)
+    for plan, dpath, path, overwrite in jobs:  # fail on an unwritable output before computing anything
+        protect = [p for p in (dpath, plan.data_path("path"), plan.data_path("mask")) if p]
+        check_writable(path, overwrite=overwrite, protect=protect)
+    for plan, dpath, path, overwrite in jobs:
+        problem = build_problem(plan, dpath)
+        bar = _Progress(plan.iterations, plan.name, enabled=not args.quiet)
+        t0 = time.perf_counter()
+        try:
+            result = run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False), progress=bar)
+        finally:
+            bar.close()
+        wall = time.perf_counter() - t0
+        save(result, path, overwrite=overwrite)
+        if not args.quiet:
+            print(_summary(result, path, wall), flush=True)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .recipe import load_recipe
+    overrides = _overrides(args.set)
+    data_paths = [os.path.abspath(p) for p in args.data] if args.data else [None]
+    for d in data_paths:
+        rec = load_recipe(args.recipe, overrides=overrides, data=d)
+        for plan in rec.datasets:
+            names = []
+            for s in plan.steps:  # compress runs of the same algorithm for a readable line
+                label = s.name if not s.iterations else f"{s.iterations}*{s.name}"
+                names.append(label)
+            src = d or (plan.data_path("path") or "simulated crystal")
+            print(f"ok: {rec.source} dataset '{plan.name}' ({src}): {len(plan.steps)} steps, "
+                  f"{plan.iterations} iterations, backend {plan.backend}")
+            if args.verbose:
+                print("    " + " + ".join(names))
+    return 0
+
+
+def cmd_algorithms(args) -> int:
+    from .registry import get_registry
+    reg = get_registry()
+    if args.name:
+        spec = reg.get(args.name)
+        print(f"{spec.name} ({spec.kind}, plugin '{spec.plugin}'): {spec.summary}")
+        print(f"backends: {', '.join(spec.backends)}")
+        if spec.unavailable:
+            print(f"UNAVAILABLE: {spec.unavailable}")
+        rows = spec.params.schema()
+        if not rows:
+            print("no parameters")
+            return 0
+        w = max(len(r["name"]) for r in rows)
+        print(f"{'parameter':<{w}}  {'type':<5}  {'default':<10}  {'range':<16}  description")
+        for r in rows:
+            default = "null" if r["default"] is None else str(r["default"])
+            print(f"{r['name']:<{w}}  {r['type']:<5}  {default:<10}  {r['range']:<16}  {r['doc']}")
+        return 0
+    if not reg.algorithms:
+        print("no algorithms registered (is cdi-plugins installed? see `cdi plugins`)")
+        return 1
+    w = max(len(n) for n in reg.algorithms)
+    for name in reg.names():
+        spec = reg.algorithms[name]
+        note = f"  [unavailable: {spec.unavailable}]" if spec.unavailable else ""
+        print(f"{name:<{w}}  {spec.kind:<9}  {spec.summary}{note}")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from .registry import get_registry
+    reg = get_registry()
+    if not reg.plugins:
+        print("no plugins found in the 'cdi_plugins' entry-point group")
+        return 1
+    bad = 0
+    for p in reg.plugins:
+        algs = ", ".join(p.algorithms) or "-"
+        ver = f" ({p.version})" if p.version else ""
+        print(f"{p.name}{ver}: {p.status}  {p.source}  algorithms: {algs}")
+        if p.error:
+            bad += 1
+            print(f"    error: {p.error}")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    import numpy as np
+    from .io import atomic_path
+    from .simulate import simulate_crystal
+    sim = simulate_crystal(args.shape, seed=args.seed, counts=args.counts, noise=not args.no_noise)
+    root, ext = os.path.splitext(args.out)
+    if ext != ".npy":
+        raise CDIError("simulate writes .npy files (intensity, and <name>_truth.npy)", args.out)
+    truth_path = f"{root}_truth.npy"
+    for path, arr in ((args.out, sim["intensity"]), (truth_path, sim["truth"])):
+        with atomic_path(path, overwrite=args.overwrite) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr)
+    print(f"wrote {args.out} (intensity, {sim['intensity'].dtype}, shape {sim['intensity'].shape}, "
+          f"total {float(sim['intensity'].sum()):.3g}) and {truth_path} (true object)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = argparse.ArgumentParser(prog="cdi", description="Phase retrieval for Bragg CDI with interchangeable plugins.")
+    p.add_argument("--version", action="version", version=f"cdi-plugins {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("run", help="run a recipe and write the result (CXI)")
+    r.add_argument("recipe", help="recipe YAML file")
+    r.add_argument("--data", nargs="+", metavar="PATH", help="data file(s) replacing the recipe's data (one run each)")
+    r.add_argument("--out", metavar="PATH", help="output file; {dataset} is replaced by the dataset name")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe value, e.g. steps.1.beta=0.8")
+    r.add_argument("--dataset", metavar="NAME", help="run only this dataset of the recipe")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check a recipe without computing anything")
+    v.add_argument("recipe")
+    v.add_argument("--data", nargs="+", metavar="PATH")
+    v.add_argument("--set", action="append", metavar="KEY=VALUE")
+    v.add_argument("-v", "--verbose", action="store_true", help="also list the expanded steps")
+    v.set_defaults(func=cmd_validate)
+
+    a = sub.add_parser("algorithms", help="list registered algorithms, or the parameters of one")
+    a.add_argument("name", nargs="?")
+    a.set_defaults(func=cmd_algorithms)
+
+    pl = sub.add_parser("plugins", help="list loaded plugins and the errors of any that failed")
+    pl.set_defaults(func=cmd_plugins)
+
+    s = sub.add_parser("simulate", help="write a simulated crystal's diffraction pattern (.npy) and its truth")
+    s.add_argument("out", help="output .npy file for the intensity")
+    s.add_argument("--shape", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--counts", type=float, default=1e8)
+    s.add_argument("--no-noise", action="store_true", help="noise-free intensity")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_simulate)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CDIError as e:
+        print(f"cdi: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("cdi: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Hook specifications: how a plugin tells cdi-plugins what it provides.
+
+A plugin is a module (or any object) with functions marked ``@hookimpl``,
+announced to the world through the ``cdi_plugins`` entry-point group::
+
+    # setup.cfg of a third-party package
+    [options.entry_points]
+    cdi_plugins =
+        my_algorithms = my_package.plugin
+
+    # my_package/plugin.py
+    from cdi_plugins import AlgorithmSpec, Param, hookimpl
+
+    @hookimpl
+    def cdi_register_algorithms(register):
+        register(AlgorithmSpec(name="my_alg", kind="iterative", summary="...", params=[...], run=run))
+
+The built-in algorithms register through exactly this mechanism.
+"""
+
+import pluggy
+
+PROJECT = "cdi_plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def cdi_register_algorithms(register):
+    """Register reconstruction algorithms.
+
+    Parameters
+    ----------
+    register : callable
+        Call ``register(spec)`` once per :class:`cdi_plugins.AlgorithmSpec`.
+    """

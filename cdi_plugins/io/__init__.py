@@ -1,0 +1,12 @@
+"""File input and output: read diffraction patterns, write and read results.
+
+All user-caused failures are raised as :class:`~cdi_plugins.errors.CDIError`
+located at the file name.
+"""
+
+from .atomic import atomic_path, check_writable
+from .cxi import load_cxi, write_cxi
+from .readers import SUPPORTED_EXTENSIONS, read_array, read_intensity
+
+__all__ = ["read_array", "read_intensity", "write_cxi", "load_cxi", "atomic_path",
+           "check_writable", "SUPPORTED_EXTENSIONS"]

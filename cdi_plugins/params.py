@@ -1,0 +1,158 @@
+"""Typed parameter models for algorithms: validation, defaults, bounds, schema.
+
+An algorithm declares its parameters as a list of :class:`Param`; the recipe
+validator checks every step against it before anything is computed, and
+``cdi algorithms NAME`` prints it as a table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import CDIError
+
+__all__ = ["Param", "ParamModel", "suggest"]
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean "x"?)' for the closest choice, or ''."""
+    close = difflib.get_close_matches(str(name), list(choices), n=2, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One typed parameter of an algorithm.
+
+    Parameters
+    ----------
+    name : str
+    type : {"int", "float", "bool", "str"}
+    default : object
+        Used when a recipe leaves the parameter out.  ``None`` with
+        ``nullable=True`` means "not set".
+    doc : str
+        One line shown by ``cdi algorithms NAME``.
+    low, high : float, optional
+        Bounds; ``low_open``/``high_open`` make them exclusive.
+    choices : sequence of str, optional
+        Allowed values for a ``str`` parameter.
+    nullable : bool
+        Whether ``null`` is accepted.
+    """
+
+    name: str
+    type: str
+    default: Any
+    doc: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: Sequence[str] | None = None
+    nullable: bool = False
+
+    def __post_init__(self):
+        if self.type not in _TYPES:
+            raise ValueError(f"Param {self.name}: type must be one of {sorted(_TYPES)}")
+
+    @property
+    def range_text(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.low is None and self.high is None:
+            return ""
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        lb = "(" if (self.low_open or self.low is None) else "["
+        hb = ")" if (self.high_open or self.high is None) else "]"
+        return f"{lb}{lo}, {hi}{hb}"
+
+    def check(self, value: Any, where: str) -> Any:
+        """Return *value* converted to this parameter's type or raise CDIError at *where*."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise CDIError(f"'{self.name}' may not be null", where)
+        t = self.type
+        if t == "bool":
+            if not isinstance(value, bool):
+                raise CDIError(f"'{self.name}' must be true or false, got {value!r}", where)
+        elif t == "int":
+            if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+                raise CDIError(f"'{self.name}' must be an integer, got {value!r}", where)
+            value = int(value)
+        elif t == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise CDIError(f"'{self.name}' must be a number, got {value!r}", where)
+            value = float(value)
+            if not math.isfinite(value):
+                raise CDIError(f"'{self.name}' must be finite, got {value!r}", where)
+        elif t == "str":
+            if not isinstance(value, str):
+                raise CDIError(f"'{self.name}' must be a string, got {value!r}", where)
+            if self.choices and value not in self.choices:
+                raise CDIError(f"'{self.name}' must be one of {', '.join(self.choices)}; "
+                               f"got {value!r}{suggest(value, self.choices)}", where)
+        if t in ("int", "float"):
+            bad = ((self.low is not None and (value < self.low or (self.low_open and value == self.low)))
+                   or (self.high is not None and (value > self.high or (self.high_open and value == self.high))))
+            if bad:
+                raise CDIError(f"'{self.name}' = {value!r} is out of range {self.range_text}", where)
+        return value
+
+    def schema(self) -> dict:
+        return {"name": self.name, "type": self.type, "default": self.default,
+                "range": self.range_text, "doc": self.doc}
+
+
+class ParamModel:
+    """An ordered set of :class:`Param` that validates a mapping of values."""
+
+    def __init__(self, params: Iterable[Param] = ()):
+        self.params: dict[str, Param] = {}
+        for p in params:
+            if p.name in self.params:
+                raise ValueError(f"parameter {p.name!r} declared twice")
+            self.params[p.name] = p
+
+    def __iter__(self):
+        return iter(self.params.values())
+
+    def __contains__(self, name) -> bool:
+        return name in self.params
+
+    def validate(self, values: dict, where: Callable[[str | None], str] = lambda key=None: "") -> dict:
+        """Check *values*, fill defaults, return a new dict.
+
+        Parameters
+        ----------
+        values : dict
+            Parameter values from a recipe step.
+        where : callable
+            ``where(key)`` gives the location text for *key* (``where(None)``
+            the step itself); used in error messages.
+        """
+        out = {}
+        for key, val in values.items():
+            p = self.params.get(key)
+            if p is None:
+                known = ", ".join(self.params) or "none"
+                raise CDIError(f"unknown parameter '{key}'{suggest(key, self.params)}; known: {known}", where(key))
+            out[key] = p.check(val, where(key))
+        for name, p in self.params.items():
+            out.setdefault(name, p.default)
+        return out
+
+    def defaults(self) -> dict:
+        return {name: p.default for name, p in self.params.items()}
+
+    def schema(self) -> list[dict]:
+        return [p.schema() for p in self]

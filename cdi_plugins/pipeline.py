@@ -1,0 +1,167 @@
+"""Run a validated recipe: build the Problem, run the steps in order over one State."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from .backend import get_backend
+from .errors import CDIError
+from .recipe import DatasetPlan, Recipe, load_recipe
+from .result import Result
+from .state import Context, Problem, State
+
+__all__ = ["run", "run_all", "build_problem", "run_plan", "versions"]
+
+log = logging.getLogger("cdi_plugins")
+
+_VERSION_OF = ("cdi-plugins", "numpy", "scipy", "h5py", "pluggy", "pyyaml", "pyfftw", "cupy-cuda12x",
+               "cupy-cuda11x", "cupy", "torch", "tifffile")
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a result depends on (without importing them)."""
+    out = {}
+    for name in _VERSION_OF:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
+    """Read (or simulate) the data of *plan* and validate it into a :class:`Problem`.
+
+    *data* (a path or an array) overrides the recipe's data source; the recipe's
+    mask and free-pixel settings still apply.
+    """
+    from .io import read_array, read_intensity
+    d = plan.data
+    truth = None
+    metadata: dict = {}
+    if data is not None and not isinstance(data, (str, os.PathLike)):
+        intensity, source = np.asarray(data), "<array>"
+    elif data is not None:
+        source = os.fspath(data)
+        intensity = read_intensity(source, dataset=d.get("dataset"))
+    elif "simulate" in d:
+        from .simulate import simulate_crystal
+        sim = simulate_crystal(**d["simulate"])
+        intensity, truth, source = sim["intensity"], sim["truth"], "simulated crystal"
+        metadata = dict(sim.get("metadata") or {})
+    else:
+        source = plan.data_path("path")
+        intensity = read_intensity(source, dataset=d.get("dataset"))
+    mask = None
+    if d.get("mask"):
+        mpath = plan.data_path("mask")
+        mask = read_array(mpath, dataset=d.get("mask_dataset"))
+        if mask.shape != np.shape(intensity):
+            raise CDIError(f"mask shape {mask.shape} does not match the data shape {np.shape(intensity)}", mpath)
+        if mask.all():
+            raise CDIError("the mask covers every pixel; nothing is measured", mpath)
+        if np.issubdtype(mask.dtype, np.floating) and not np.isfinite(mask).all():
+            raise CDIError("the mask holds NaN or infinite values", mpath)
+        mask = mask != 0
+    return Problem.from_array(intensity, mask, metadata=metadata, truth=truth,
+                              free_fraction=d.get("free_fraction", 0.0), seed=plan.seed, source=source)
+
+
+def _check_state(state, spec, problem, backend) -> None:
+    who = f"algorithm '{spec.name}' (plugin '{spec.plugin}')"
+    if not isinstance(state, State):
+        raise CDIError(f"{who} returned {type(state).__name__}, not a State")
+    if tuple(state.obj.shape) != problem.shape or tuple(state.support.shape) != problem.shape:
+        raise CDIError(f"{who} returned an object of shape {tuple(state.obj.shape)}, expected {problem.shape}")
+    if state.obj.dtype != backend.xp.complex64:
+        raise CDIError(f"{who} returned dtype {state.obj.dtype}, expected complex64")
+
+
+def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
+             progress: Callable[..., None] | None = None) -> Result:
+    """Run the steps of one dataset plan on *problem*."""
+    backend = get_backend(plan.backend, fft=plan.fft, threads=plan.threads)
+    for step in plan.steps:
+        if backend.name not in step.algorithm.backends:
+            raise CDIError(f"algorithm '{step.name}' does not run on the {backend.name} backend", step.where)
+    ctx = Context(backend=backend, rng=np.random.default_rng(plan.seed),
+                  progress=progress or (lambda **event: None), logger=log)
+    state = None
+    timings, steps = [], []
+    for i, step in enumerate(plan.steps, start=1):
+        ctx.step = i
+        t0 = time.perf_counter()
+        try:
+            state = step.algorithm.run(problem, state, dict(step.params), ctx)
+        except CDIError as e:
+            raise e if e.location else e.at(step.where)
+        backend.synchronize()
+        dt = time.perf_counter() - t0
+        _check_state(state, step.algorithm, problem, backend)
+        timings.append(dt)
+        steps.append({"step": i, "algorithm": step.name, "plugin": step.algorithm.plugin,
+                      "params": dict(step.params), "seconds": dt})
+        state = state.replace(provenance=list(state.provenance) + [steps[-1]])
+        log.info("step %d %s: %.3f s", i, step.name, dt)
+    obj = backend.to_numpy(state.obj).astype(np.complex64, copy=False)
+    support = backend.to_numpy(state.support).astype(bool, copy=False)
+    return Result(obj=obj, support=support, history=list(state.history), timings=timings, steps=steps,
+                  intensity=np.array(problem.intensity), mask=np.array(problem.mask),
+                  metadata={**problem.metadata, "source": problem.source, "backend": backend.name,
+                            "fft": backend.fft_engine, "threads": backend.threads, "seed": plan.seed},
+                  truth=None if problem.truth is None else np.array(problem.truth),
+                  recipe=recipe_text or yaml.safe_dump(plan.doc, sort_keys=False),
+                  dataset=plan.name, versions=versions())
+
+
+def run(recipe, data: Any = None, *, dataset: str | None = None, overrides=(),
+        progress: Callable[..., None] | None = None) -> Result:
+    """Run a recipe on one dataset and return the :class:`Result`.
+
+    Parameters
+    ----------
+    recipe : str, path or dict
+        A recipe file, a YAML string, or a mapping.
+    data : str, path or ndarray, optional
+        Overrides the recipe's data source (the intensity; mask settings still apply).
+    dataset : str, optional
+        Which dataset of a multi-dataset recipe to run.
+    overrides : list of (key, value)
+        Dotted-path overrides, as ``cdi run --set``.
+    progress : callable, optional
+        Receives ``progress(step=, algorithm=, iteration=, total=, chi2=)`` events.
+
+    Returns
+    -------
+    Result
+
+    Raises
+    ------
+    CDIError
+        For anything wrong with the recipe or the data, before computing.
+    """
+    data_path = None
+    if data is not None:
+        data_path = os.path.abspath(os.fspath(data)) if isinstance(data, (str, os.PathLike)) else "<array>"
+    rec: Recipe = load_recipe(recipe, overrides=list(overrides), data=data_path)
+    plan = rec.dataset(dataset)
+    problem = build_problem(plan, data)
+    return run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False), progress=progress)
+
+
+def run_all(recipe, *, overrides=(), progress=None) -> dict[str, Result]:
+    """Run every dataset of a recipe; returns ``{dataset name: Result}``."""
+    rec = load_recipe(recipe, overrides=list(overrides))
+    out = {}
+    for plan in rec.datasets:
+        problem = build_problem(plan)
+        out[plan.name] = run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False),
+                                  progress=progress)
+    return out

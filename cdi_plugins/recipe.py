@@ -1,0 +1,667 @@
+"""YAML recipes: load, locate, override, validate, expand.
+
+A recipe is checked completely before any computation.  Every error names
+where it is: the file, the line, and the key path (``demo.yaml:14: steps[2].beta``).
+
+Shape of a recipe (every key but ``steps`` optional)::
+
+    name: demo
+    data:                       # either a file ...
+      path: crystal.tif         #   relative to the recipe file
+      dataset: /entry_1/data_1/data   # HDF5 only
+      mask: mask.npy            #   True/non-zero = not measured
+      free_fraction: 0.0        #   held-out pixels for an unbiased chi2_free
+    # data: {simulate: {shape: 64, seed: 1}}     ... or a simulated crystal
+    backend: auto               # auto | numpy | cupy
+    fft: auto                   # auto | pyfftw | scipy | cupy
+    threads: null               # CPU FFT threads (null: all cores)
+    seed: 0                     # random start; same seed -> same result
+    params:                     # defaults per algorithm for every step below
+      hio: {beta: 0.9}
+    steps: "3*(20*ER+180*HIO)+20*ER"   # cohere's sequence string, or a list:
+    # steps:
+    #   - {algorithm: hio, iterations: 200, beta: 0.9}
+    #   - {repeat: 3, steps: [{algorithm: er, iterations: 20}, {sequence: "180*HIO"}]}
+    output: {path: result.cxi, overwrite: false}
+    datasets:                   # several datasets, each with its own overrides
+      - {name: a, data: {path: a.tif}}
+      - {name: b, data: {path: b.tif}, set: {"params.hio.beta": 0.7}}
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+from typing import Any
+
+import yaml
+
+from .backend import BACKENDS, FFT_ENGINES
+from .errors import CDIError
+from .params import Param, ParamModel, suggest
+from .registry import AlgorithmSpec, Registry, get_registry
+
+__all__ = ["Recipe", "Step", "DatasetPlan", "load_recipe", "parse_sequence", "apply_set", "parse_set"]
+
+TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", "params", "steps",
+            "output", "datasets")
+DATA_KEYS = ("path", "dataset", "mask", "mask_dataset", "simulate", "free_fraction")
+OUTPUT_KEYS = ("path", "overwrite")
+DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "params", "steps", "output", "set")
+
+SIMULATE = ParamModel([
+    Param("shape", "int", 64, "array size per axis", low=16, high=1024),
+    Param("seed", "int", 0, "random seed of the crystal and its noise", low=0),
+    Param("counts", "float", 1e8, "total photon count", low=0, low_open=True),
+    Param("noise", "bool", True, "apply Poisson noise"),
+    Param("phase_amplitude", "float", 1.0, "peak-to-peak phase of the strain field (rad)", low=0),
+    Param("oversampling_min", "float", 2.2, "minimum oversampling per axis", low=1.5),
+])
+
+
+# --------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+class _LocDict(dict):
+    """dict that remembers the line of each key (1-based)."""
+    lines: dict
+
+
+class _LocList(list):
+    lines: list
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader, node, deep=False):
+    loader.flatten_mapping(node)
+    out = _LocDict()
+    out.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise CDIError("a mapping key must be a plain value", f"line {key_node.start_mark.line + 1}")
+        if key in out:
+            raise CDIError(f"duplicate key '{key}'", f"line {key_node.start_mark.line + 1}")
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.lines[key] = value_node.start_mark.line + 1
+    return out
+
+
+def _construct_sequence(loader, node, deep=False):
+    out = _LocList(loader.construct_object(child, deep=True) for child in node.value)
+    out.lines = [child.start_mark.line + 1 for child in node.value]
+    return out
+
+
+# YAML 1.1 reads 1e8 and 1.0e8 as strings (it wants 1.0e+8); scientists write 1e8.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def _yaml_load(text: str, source: str):
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except CDIError as e:
+        raise e.at(source)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise CDIError(f"YAML syntax error: {e.problem or e}", f"{source}{line}") from None
+    except yaml.YAMLError as e:
+        raise CDIError(f"YAML error: {e}", source) from None
+
+
+class _Where:
+    """Location text builder: file, line, key path."""
+
+    def __init__(self, source: str, path: str = "", node: Any = None, key: Any = None):
+        self.source, self.path, self.node, self.key = source, path, node, key
+
+    def child(self, key, node=None) -> "_Where":
+        if isinstance(key, int):
+            path = f"{self.path}[{key}]"
+        else:
+            path = f"{self.path}.{key}" if self.path else str(key)
+        return _Where(self.source, path, node if node is not None else self.node_value(key), key)
+
+    def node_value(self, key):
+        try:
+            return self.node[key]
+        except Exception:
+            return None
+
+    def line(self, key=None) -> int | None:
+        lines = getattr(self.node, "lines", None)
+        if lines is None:
+            return None
+        try:
+            return lines[key] if key is not None else None
+        except (KeyError, IndexError, TypeError):
+            return None
+
+    def text(self, key=None) -> str:
+        """'file:line: path.key' for *key* in this node (or the node itself)."""
+        line = self.line(key) if key is not None else None
+        path = self.path
+        if key is not None:
+            path = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+        src = f"{self.source}:{line}" if line else self.source
+        return f"{src}: {path}" if path else src
+
+
+# --------------------------------------------------------------------------------------------
+# cohere-style sequence strings: "3*(20*ER+180*HIO)+20*ER"
+
+_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*)|(\+)|(\()|(\)))")
+
+
+def parse_sequence(text: str) -> list[tuple[str, int | None]]:
+    """Expand a cohere-style sequence into ``[(algorithm, iterations), ...]``.
+
+    ``N*ALG`` is ALG for N iterations, ``N*( ... )`` repeats a group, ``+``
+    chains.  A bare ``ALG`` keeps its default iteration count (None).
+
+    Raises
+    ------
+    CDIError
+        On a syntax error, with the character position.
+    """
+    tokens = []
+    pos = 0
+    text = str(text)
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise CDIError(f"sequence {text!r}: unexpected character {text[pos:].strip()[0]!r} at position {pos + 1}")
+        kind = m.lastindex
+        tokens.append((kind, m.group(kind), m.start(kind)))
+        pos = m.end()
+    i = 0
+
+    def err(msg):
+        where = tokens[i][2] + 1 if i < len(tokens) else len(text) + 1
+        return CDIError(f"sequence {text!r}: {msg} at position {where}")
+
+    def seq():
+        nonlocal i
+        out = term()
+        while i < len(tokens) and tokens[i][0] == 4:
+            i += 1
+            out += term()
+        return out
+
+    def term():
+        nonlocal i
+        if i < len(tokens) and tokens[i][0] == 1:
+            count = int(tokens[i][1])
+            i += 1
+            if i >= len(tokens) or tokens[i][0] != 3:
+                raise err("expected '*' after a count")
+            i += 1
+            if count < 1:
+                raise err("a count must be at least 1")
+            if i < len(tokens) and tokens[i][0] == 5:
+                return atom() * count
+            if i < len(tokens) and tokens[i][0] == 2:
+                name = tokens[i][1]
+                i += 1
+                return [(name, count)]
+            raise err("expected an algorithm name or '(' after '*'")
+        return atom()
+
+    def atom():
+        nonlocal i
+        if i >= len(tokens):
+            raise err("unexpected end")
+        kind, val, _ = tokens[i]
+        if kind == 2:
+            i += 1
+            return [(val, None)]
+        if kind == 5:
+            i += 1
+            out = seq()
+            if i >= len(tokens) or tokens[i][0] != 6:
+                raise err("missing ')'")
+            i += 1
+            return out
+        raise err(f"unexpected {val!r}")
+
+    if not tokens:
+        raise CDIError("sequence is empty")
+    out = seq()
+    if i != len(tokens):
+        raise err(f"unexpected {tokens[i][1]!r}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# overrides: --set KEY=VALUE and datasets[*].set
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """'steps.1.beta=0.8' -> ('steps.1.beta', 0.8) (the value is parsed as YAML)."""
+    if "=" not in item:
+        raise CDIError(f"--set expects KEY=VALUE, got {item!r}")
+    key, _, val = item.partition("=")
+    key = key.strip()
+    if not key:
+        raise CDIError(f"--set expects KEY=VALUE, got {item!r}")
+    try:
+        value = _plain(yaml.load(val, Loader=_Loader)) if val.strip() else None
+    except yaml.YAMLError as e:
+        raise CDIError(f"--set {key}: value {val!r} is not valid YAML: {e}") from None
+    return key, value
+
+
+def apply_set(doc: dict, key: str, value: Any, source: str = "--set") -> None:
+    """Set the dotted path *key* (list items by index) in *doc* in place."""
+    parts = [p for p in re.split(r"\.|\[(\d+)\]", key) if p]
+    if not parts:
+        raise CDIError(f"empty key {key!r}", source)
+    node = doc
+    for n, part in enumerate(parts):
+        last = n == len(parts) - 1
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit():
+                raise CDIError(f"'{'.'.join(parts[:n])}' is a list: use an index, not {part!r}", f"{source} {key}")
+            idx = int(part)
+            if not -len(node) <= idx < len(node):
+                raise CDIError(f"index {idx} is out of range (the list has {len(node)} items)", f"{source} {key}")
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise CDIError(f"cannot set '{part}' inside a {type(node).__name__} value "
+                           f"(is '{'.'.join(parts[:n])}' a sequence string?)", f"{source} {key}")
+
+
+# --------------------------------------------------------------------------------------------
+# the validated recipe
+
+
+@dataclasses.dataclass
+class Step:
+    """One expanded step: a registered algorithm and its validated parameters."""
+    algorithm: AlgorithmSpec
+    params: dict
+    where: str
+
+    @property
+    def name(self) -> str:
+        return self.algorithm.name
+
+    @property
+    def iterations(self) -> int:
+        key = self.algorithm.iterations_param
+        return int(self.params[key]) if key else 0
+
+
+@dataclasses.dataclass
+class DatasetPlan:
+    """One dataset of a recipe: where its data comes from and what runs on it."""
+    name: str
+    data: dict
+    backend: str
+    fft: str
+    threads: int | None
+    seed: int | None
+    steps: list
+    output: dict
+    doc: dict  # the effective recipe for this dataset (after merges and overrides)
+    base_dir: str
+    source: str
+
+    @property
+    def iterations(self) -> int:
+        return sum(s.iterations for s in self.steps)
+
+    def data_path(self, key: str = "path") -> str | None:
+        p = self.data.get(key)
+        if p is None:
+            return None
+        return p if os.path.isabs(p) else os.path.normpath(os.path.join(self.base_dir, p))
+
+
+@dataclasses.dataclass
+class Recipe:
+    text: str
+    source: str
+    datasets: list
+
+    def dataset(self, name: str | None = None) -> DatasetPlan:
+        if name is None:
+            if len(self.datasets) != 1:
+                names = ", ".join(d.name for d in self.datasets)
+                raise CDIError(f"the recipe lists {len(self.datasets)} datasets ({names}); choose one", self.source)
+            return self.datasets[0]
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        raise CDIError(f"no dataset named '{name}'{suggest(name, [d.name for d in self.datasets])}", self.source)
+
+
+def _plain(obj):
+    """Strip line-tracking subclasses (for dumping and deep copies)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if k in ("data", "steps"):  # a dataset's data and steps replace the base's entirely
+            out[k] = copy.deepcopy(v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _check_keys(node, allowed, where: _Where, what: str):
+    if not isinstance(node, dict):
+        raise CDIError(f"{what} must be a mapping, got {type(node).__name__}", where.text())
+    for k in node:
+        if k not in allowed:
+            raise CDIError(f"unknown key '{k}'{suggest(str(k), allowed)}; allowed: {', '.join(allowed)}",
+                           where.text(k))
+
+
+def _choice(value, choices, where_text, what):
+    if value not in choices:
+        raise CDIError(f"{what} must be one of {', '.join(choices)}; got {value!r}{suggest(str(value), choices)}",
+                       where_text)
+    return value
+
+
+def _int_or_none(value, where_text, what, low):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise CDIError(f"{what} must be an integer >= {low} or null, got {value!r}", where_text)
+    return value
+
+
+def load_recipe(recipe, *, overrides: list[tuple[str, Any]] = (), registry: Registry | None = None,
+                check_backend: bool = True, data: str | None = None) -> Recipe:
+    """Load and fully validate a recipe.
+
+    Parameters
+    ----------
+    recipe : str, os.PathLike or dict
+        A path to a YAML file, a YAML string, or an already-parsed mapping.
+    overrides : list of (key, value)
+        Dotted-path overrides applied to every dataset (``--set``).
+    registry : Registry, optional
+        Where algorithm names are looked up (default: the process registry).
+    check_backend : bool
+        Also check that the requested backend can run here.
+    data : str, optional
+        A data file that replaces every dataset's ``data.path`` / ``data.simulate``
+        (``cdi run --data``); the recipe's mask and free-pixel settings still apply.
+        ``"<array>"`` means the caller passes an array.
+    """
+    registry = registry or get_registry()
+    if isinstance(recipe, dict):
+        text, source, doc, base_dir = yaml.safe_dump(_plain(recipe), sort_keys=False), "<recipe>", recipe, os.getcwd()
+    else:
+        s = os.fspath(recipe)
+        looks_like_path = "\n" not in s and (s.endswith((".yaml", ".yml")) or os.path.exists(s))
+        if looks_like_path:
+            if not os.path.exists(s):
+                raise CDIError("recipe file not found", s)
+            if os.path.isdir(s):
+                raise CDIError("is a directory, not a recipe file", s)
+            try:
+                with open(s, encoding="utf-8") as fh:
+                    text = fh.read()
+            except (OSError, UnicodeDecodeError) as e:
+                raise CDIError(f"cannot read recipe: {e}", s) from None
+            source, base_dir = s, os.path.dirname(os.path.abspath(s))
+        else:
+            text, source, base_dir = s, "<recipe>", os.getcwd()
+        doc = _yaml_load(text, source)
+    if doc is None:
+        raise CDIError("the recipe is empty", source)
+    where = _Where(source, "", doc)
+    _check_keys(doc, TOP_KEYS, where, "a recipe")
+    for key, value in overrides:
+        top = re.split(r"[.\[]", key)[0]
+        if top not in TOP_KEYS:
+            raise CDIError(f"unknown key '{top}'{suggest(top, TOP_KEYS)}", f"--set {key}")
+    datasets_node = doc.get("datasets")
+    if datasets_node is None:
+        entries = [(None, {})]
+    else:
+        dw = where.child("datasets")
+        if not isinstance(datasets_node, list) or not datasets_node:
+            raise CDIError("datasets must be a non-empty list", where.text("datasets"))
+        entries = []
+        names = set()
+        for i, ds in enumerate(datasets_node):
+            w = dw.child(i, ds)
+            _check_keys(ds, DATASET_KEYS, w, "a dataset entry")
+            name = ds.get("name")
+            if not isinstance(name, str) or not name:
+                raise CDIError("every dataset needs a name", w.text())
+            if name in names:
+                raise CDIError(f"duplicate dataset name '{name}'", w.text("name"))
+            names.add(name)
+            entries.append((w, ds))
+    base = {k: v for k, v in doc.items() if k != "datasets"}
+    plans = []
+    for w, ds in entries:
+        name = ds.get("name") or str(doc.get("name") or "default")
+        if w is None:
+            eff, ewhere = base, where
+        else:
+            over = {k: v for k, v in ds.items() if k not in ("name", "set")}
+            eff = _merge(base, over)
+            # errors in keys the dataset provides point at the dataset entry, others at the base
+            ewhere = _Where(source, "", _Overlay(doc, ds))
+            for key, value in (ds.get("set") or {}).items():
+                apply_set(eff, str(key), value, w.text("set"))
+        if overrides or data is not None:
+            eff = _merge(eff, {})
+            for key, value in overrides:
+                apply_set(eff, key, value)
+            if data is not None:
+                d = dict(eff.get("data") or {})
+                d.pop("simulate", None)
+                d["path"] = data
+                eff["data"] = d
+        plans.append(_validate_dataset(eff, ewhere, name, source, base_dir, registry, check_backend))
+    return Recipe(text=text, source=source, datasets=plans)
+
+
+class _Overlay(dict):
+    """Line lookups for a dataset: its own keys first, then the base recipe's."""
+
+    def __init__(self, base, ds):
+        super().__init__()
+        self.base, self.ds = base, ds
+        self.lines = {**getattr(base, "lines", {}), **getattr(ds, "lines", {})}
+
+    def __getitem__(self, key):
+        return self.ds[key] if key in self.ds else self.base[key]
+
+
+def _validate_dataset(doc, where, name, source, base_dir, registry, check_backend) -> DatasetPlan:
+    _check_keys(doc, TOP_KEYS, where, "a recipe")
+    # data
+    data = doc.get("data")
+    dwhere = where.child("data")
+    if data is None:
+        raise CDIError("no data: give data.path (or data.simulate), or pass --data", where.text())
+    _check_keys(data, DATA_KEYS, dwhere, "data")
+    if ("path" in data) == ("simulate" in data):
+        raise CDIError("give exactly one of data.path or data.simulate", where.text("data"))
+    for key in ("path", "dataset", "mask", "mask_dataset"):
+        if key in data and data[key] is not None and not isinstance(data[key], str):
+            raise CDIError(f"data.{key} must be a string, got {data[key]!r}", dwhere.text(key))
+    data = dict(data)
+    if "path" in data and data["path"] != "<array>":
+        p = data["path"] if os.path.isabs(data["path"]) else os.path.join(base_dir, data["path"])
+        if not os.path.exists(p):
+            raise CDIError(f"data file not found: {p}", dwhere.text("path"))
+    if data.get("mask"):
+        p = data["mask"] if os.path.isabs(data["mask"]) else os.path.join(base_dir, data["mask"])
+        if not os.path.exists(p):
+            raise CDIError(f"mask file not found: {p}", dwhere.text("mask"))
+    if "simulate" in data:
+        sim = data["simulate"] if data["simulate"] is not None else {}
+        swhere = dwhere.child("simulate")
+        if not isinstance(sim, dict):
+            raise CDIError("data.simulate must be a mapping", dwhere.text("simulate"))
+        data["simulate"] = SIMULATE.validate(dict(sim), lambda key=None: swhere.text(key))
+    ff = data.get("free_fraction", 0.0)
+    data["free_fraction"] = Param("free_fraction", "float", 0.0, low=0, high=0.5, high_open=True).check(
+        ff, dwhere.text("free_fraction"))
+    # execution
+    backend = _choice(doc.get("backend", "auto"), BACKENDS, where.text("backend"), "backend")
+    fft = _choice(doc.get("fft", "auto"), FFT_ENGINES, where.text("fft"), "fft")
+    threads = _int_or_none(doc.get("threads"), where.text("threads"), "threads", 1)
+    seed = _int_or_none(doc.get("seed", 0), where.text("seed"), "seed", 0)
+    resolved_backend = None
+    if check_backend:
+        from .backend import get_backend
+        try:
+            resolved_backend = get_backend(backend, fft=fft, threads=threads).name
+        except CDIError as e:
+            raise e.at(where.text("backend" if "backend" in doc else "fft")) from None
+    # output
+    output = doc.get("output") or {}
+    _check_keys(output, OUTPUT_KEYS, where.child("output"), "output")
+    if "path" in output and not isinstance(output["path"], str):
+        raise CDIError("output.path must be a string", where.child("output").text("path"))
+    if not isinstance(output.get("overwrite", False), bool):
+        raise CDIError("output.overwrite must be true or false", where.child("output").text("overwrite"))
+    # per-algorithm defaults
+    defaults = doc.get("params") or {}
+    pwhere = where.child("params")
+    if not isinstance(defaults, dict):
+        raise CDIError("params must be a mapping of algorithm name -> parameters", where.text("params"))
+    for alg, vals in defaults.items():
+        spec = registry.get(alg, pwhere.text(alg))
+        if not isinstance(vals, dict):
+            raise CDIError(f"params.{alg} must be a mapping of parameter -> value", pwhere.text(alg))
+        vwhere = pwhere.child(alg)
+        spec.params.validate(dict(vals), lambda key=None, vw=vwhere: vw.text(key))
+    # steps
+    if "steps" not in doc or doc["steps"] in (None, [], ""):
+        raise CDIError("no steps: give a list of steps or a sequence such as \"3*(20*ER+180*HIO)+20*ER\"",
+                       where.text())
+    steps: list[Step] = []
+    _expand(doc["steps"], where, "steps", defaults, registry, steps, resolved_backend, depth=0)
+    return DatasetPlan(name=name, data=data, backend=backend, fft=fft, threads=threads, seed=seed,
+                       steps=steps, output=dict(output), doc=_plain(doc), base_dir=base_dir, source=source)
+
+
+def _make_step(alg_name, values: dict, defaults: dict, registry, where_fn, where_alg: str,
+               backend: str | None) -> Step:
+    spec = registry.get(alg_name, where_alg)
+    if spec.unavailable:
+        raise CDIError(f"algorithm '{spec.name}' is not available: {spec.unavailable}", where_alg)
+    if backend is not None and backend not in spec.backends:
+        raise CDIError(f"algorithm '{spec.name}' does not run on the {backend} backend "
+                       f"(it supports: {', '.join(spec.backends)})", where_alg)
+    merged = dict(defaults.get(spec.name) or {})
+    merged.update(values)
+    params = spec.params.validate(merged, where_fn)
+    if spec.check is not None:
+        try:
+            spec.check(params)
+        except CDIError as e:
+            raise e.at(where_fn(None)) from None
+    return Step(spec, params, where_fn(None))
+
+
+def _expand(node, parent: _Where, key, defaults, registry, out: list, backend, depth: int) -> None:
+    if depth > 20:
+        raise CDIError("steps are nested too deeply", parent.text(key))
+    here = parent.child(key, node)
+    if isinstance(node, str):
+        try:
+            seq = parse_sequence(node)
+        except CDIError as e:
+            raise e.at(parent.text(key)) from None
+        for alg, count in seq:
+            vals = {} if count is None else {"iterations": count}
+            spec = registry.get(alg, f"{parent.text(key)} ({alg})")
+            if count is not None and spec.iterations_param is None:
+                raise CDIError(f"algorithm '{spec.name}' takes no iteration count; write it without 'N*'",
+                               parent.text(key))
+            out.append(_make_step(alg, vals, defaults, registry,
+                                  lambda k=None, a=alg: f"{parent.text(key)} ({a})" + (f": {k}" if k else ""),
+                                  f"{parent.text(key)} ({alg})", backend))
+        return
+    if not isinstance(node, list):
+        raise CDIError("steps must be a list or a sequence string", parent.text(key))
+    for i, item in enumerate(node):
+        iw = here.child(i, item)
+        if isinstance(item, str):
+            _expand(item, here, i, defaults, registry, out, backend, depth + 1)
+            continue
+        if not isinstance(item, dict):
+            raise CDIError("a step must be a mapping (algorithm: ...) or a sequence string", here.text(i))
+        if "repeat" in item:
+            extra = set(item) - {"repeat", "steps"}
+            if extra:
+                raise CDIError(f"a repeat block takes only 'repeat' and 'steps', not {sorted(extra)}", iw.text())
+            n = item["repeat"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise CDIError(f"repeat must be an integer >= 1, got {n!r}", iw.text("repeat"))
+            if "steps" not in item:
+                raise CDIError("a repeat block needs 'steps'", iw.text())
+            for _ in range(n):
+                _expand(item["steps"], iw, "steps", defaults, registry, out, backend, depth + 1)
+            continue
+        if "sequence" in item:
+            extra = set(item) - {"sequence", "params"}
+            if extra:
+                raise CDIError(f"a sequence step takes only 'sequence' and 'params', not {sorted(extra)}",
+                               iw.text())
+            local = dict(defaults)
+            p = item.get("params") or {}
+            if not isinstance(p, dict):
+                raise CDIError("params must be a mapping of algorithm name -> parameters", iw.text("params"))
+            for alg, vals in p.items():
+                spec = registry.get(alg, iw.child("params").text(alg))
+                if not isinstance(vals, dict):
+                    raise CDIError("must be a mapping of parameter -> value", iw.child("params").text(alg))
+                local[spec.name] = {**(defaults.get(spec.name) or {}), **vals}
+            _expand(item["sequence"], iw, "sequence", local, registry, out, backend, depth + 1)
+            continue
+        if "algorithm" not in item:
+            raise CDIError("a step needs 'algorithm' (or 'repeat', or 'sequence')", iw.text())
+        alg = item["algorithm"]
+        if not isinstance(alg, str):
+            raise CDIError(f"algorithm must be a name, got {alg!r}", iw.text("algorithm"))
+        values = {k: v for k, v in item.items() if k != "algorithm"}
+        out.append(_make_step(alg, values, defaults, registry, lambda k=None, w=iw: w.text(k),
+                              iw.text("algorithm"), backend))

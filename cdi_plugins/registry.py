@@ -1,0 +1,209 @@
+"""The pluggy registry of algorithms.
+
+Plugins are found through the ``cdi_plugins`` entry-point group (the built-in
+algorithms too) or registered in-process with :meth:`Registry.register_plugin`.
+Each plugin is imported and asked for its algorithms on its own: one that fails
+to import, has a malformed hook, raises while registering, or registers a name
+already taken is recorded in :attr:`Registry.plugins` (``cdi plugins`` shows it)
+and never takes the others down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+import re
+import threading
+from typing import Any, Callable, Sequence
+
+import pluggy
+
+from . import hookspecs
+from .errors import CDIError
+from .params import ParamModel, suggest
+
+__all__ = ["AlgorithmSpec", "PluginInfo", "Registry", "get_registry", "reset_registry", "KINDS"]
+
+log = logging.getLogger("cdi_plugins.registry")
+
+KINDS = ("iterative", "predictor", "refiner", "external")
+ENTRY_POINT_GROUP = "cdi_plugins"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclasses.dataclass
+class AlgorithmSpec:
+    """What a plugin registers for one algorithm.
+
+    Parameters
+    ----------
+    name : str
+        Lower-case identifier used in recipes (``hio``).  Cohere-style sequence
+        strings match it case-insensitively (``HIO``).
+    kind : {"iterative", "predictor", "refiner", "external"}
+    summary : str
+        One line for ``cdi algorithms``.
+    params : list of Param or ParamModel
+        The parameter model; recipes are validated against it.
+    run : callable
+        ``run(problem, state, params, ctx) -> State``.  *state* is None for a
+        first step; *params* is the validated dict; *ctx* a :class:`Context`.
+    backends : tuple of str
+        Array backends the algorithm runs on (``numpy``, ``cupy``).
+    unavailable : str or None
+        Why the algorithm cannot run here (e.g. an optional dependency is
+        missing, with the install hint); listed but refused by validation.
+    check : callable, optional
+        ``check(params) -> None`` for rules between parameters; raise
+        :class:`CDIError` (the recipe location is added for you).
+    """
+
+    name: str
+    kind: str
+    summary: str
+    params: Any
+    run: Callable
+    backends: Sequence[str] = ("numpy", "cupy")
+    unavailable: str | None = None
+    check: Callable[[dict], None] | None = None
+    plugin: str = ""  # filled in by the registry: which plugin provided it
+
+    def __post_init__(self):
+        if not isinstance(self.params, ParamModel):
+            self.params = ParamModel(self.params)
+
+    @property
+    def iterations_param(self) -> str | None:
+        """The parameter holding the iteration count, if the algorithm has one."""
+        return "iterations" if "iterations" in self.params else None
+
+
+@dataclasses.dataclass
+class PluginInfo:
+    """One plugin as ``cdi plugins`` shows it."""
+
+    name: str
+    source: str
+    status: str = "ok"  # "ok" or "error"
+    error: str = ""
+    algorithms: list = dataclasses.field(default_factory=list)
+    version: str = ""
+
+
+class Registry:
+    """Algorithms by name, with per-plugin error isolation.
+
+    Parameters
+    ----------
+    entry_points : bool
+        Load plugins from the ``cdi_plugins`` entry-point group.
+    """
+
+    def __init__(self, entry_points: bool = True):
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.algorithms: dict[str, AlgorithmSpec] = {}
+        self.plugins: list[PluginInfo] = []
+        if entry_points:
+            self.load_entry_points()
+
+    # ---- loading -------------------------------------------------------------------------
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        eps = importlib.metadata.entry_points(group=group)
+        seen = set()
+        # the built-ins first, so a third party cannot shadow "hio" by loading earlier
+        ordered = sorted(eps, key=lambda ep: (0 if ep.value.startswith("cdi_plugins.") else 1, ep.name))
+        for ep in ordered:
+            if (ep.name, ep.value) in seen:  # the same distribution seen twice on sys.path
+                continue
+            seen.add((ep.name, ep.value))
+            dist = getattr(ep, "dist", None)
+            version = f"{dist.name} {dist.version}" if dist is not None else ""
+            try:
+                obj = ep.load()
+            except Exception as exc:  # anything at all: a broken plugin must not break the host
+                self.plugins.append(PluginInfo(ep.name, ep.value, "error",
+                                               f"failed to import: {exc.__class__.__name__}: {exc}", version=version))
+                log.warning("plugin %s (%s) failed to import: %s", ep.name, ep.value, exc)
+                continue
+            self.register_plugin(obj, name=ep.name, source=ep.value, version=version)
+
+    def register_plugin(self, plugin: Any, name: str | None = None, source: str = "", version: str = "") -> PluginInfo:
+        """Register a module or object carrying ``@hookimpl`` functions and collect its algorithms."""
+        name = name or getattr(plugin, "__name__", None) or repr(plugin)
+        info = PluginInfo(name, source or getattr(plugin, "__name__", repr(plugin)), version=version)
+        self.plugins.append(info)
+        if self.pm.is_registered(plugin):
+            info.status, info.error = "error", "already registered"
+            return info
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # pluggy.PluginValidationError, duplicate names, ...
+            info.status, info.error = "error", f"invalid plugin: {exc}"
+            return info
+        impls = [i for i in self.pm.hook.cdi_register_algorithms.get_hookimpls() if i.plugin is plugin]
+        for impl in impls:
+            def register(spec, _info=info):
+                self._add(spec, _info)
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                info.status = "error"
+                info.error = f"cdi_register_algorithms raised {exc.__class__.__name__}: {exc}"
+                log.warning("plugin %s failed while registering: %s", name, exc)
+        return info
+
+    def _add(self, spec: AlgorithmSpec, info: PluginInfo) -> None:
+        if not isinstance(spec, AlgorithmSpec):
+            raise TypeError(f"register() expects an AlgorithmSpec, got {type(spec).__name__}")
+        if not _NAME_RE.match(spec.name):
+            raise ValueError(f"algorithm name {spec.name!r} must be lower-case letters, digits and _")
+        if spec.kind not in KINDS:
+            raise ValueError(f"algorithm {spec.name!r}: kind {spec.kind!r} is not one of {', '.join(KINDS)}")
+        if not callable(spec.run):
+            raise TypeError(f"algorithm {spec.name!r}: run is not callable")
+        if spec.name in self.algorithms:
+            other = self.algorithms[spec.name].plugin
+            msg = f"algorithm '{spec.name}' already registered by plugin '{other}'; this one is ignored"
+            info.status = "error"
+            info.error = (info.error + "; " if info.error else "") + msg
+            log.warning("plugin %s: %s", info.name, msg)
+            return
+        spec.plugin = info.name
+        self.algorithms[spec.name] = spec
+        info.algorithms.append(spec.name)
+
+    # ---- lookup --------------------------------------------------------------------------
+    def get(self, name: str, where: str | None = None) -> AlgorithmSpec:
+        """The algorithm called *name* (case-insensitive), or CDIError with suggestions."""
+        spec = self.algorithms.get(str(name).lower())
+        if spec is None:
+            known = ", ".join(sorted(self.algorithms)) or "none (no plugin loaded: is cdi-plugins installed?)"
+            raise CDIError(f"unknown algorithm '{name}'{suggest(str(name).lower(), self.algorithms)}; "
+                           f"registered: {known}", where)
+        return spec
+
+    def names(self) -> list[str]:
+        return sorted(self.algorithms)
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded from entry points on first use."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            _registry = Registry()
+        return _registry
+
+
+def reset_registry(registry: Registry | None = None) -> None:
+    """Replace the process-wide registry (``None``: reload from entry points on next use)."""
+    global _registry
+    with _lock:
+        _registry = registry
+

@@ -1,0 +1,67 @@
+"""Support estimation shared by every algorithm: autocorrelation start and shrink-wrap.
+
+All functions work on arrays of the given backend and are layout-agnostic where
+they are convolutions (circular Gaussian smoothing is the same in centred and
+FFT order).  The Gaussian is applied in Fourier space with one real FFT pair:
+a spatial filter costs as much as a full FFT pair per call, which is where
+cohere spends 26-62 % of its time.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+__all__ = ["gaussian_kernel_rfft", "smooth", "shrink_wrap", "autocorrelation_support", "support_fraction"]
+
+
+@functools.lru_cache(maxsize=32)
+def _kernel_numpy(shape: tuple[int, int, int], sigma: float) -> np.ndarray:
+    """exp(-2 pi^2 sigma^2 f^2) on the rfft grid of *shape* (float32)."""
+    f0 = np.fft.fftfreq(shape[0]).astype(np.float32)
+    f1 = np.fft.fftfreq(shape[1]).astype(np.float32)
+    f2 = np.fft.rfftfreq(shape[2]).astype(np.float32)
+    c = np.float32(-2.0 * np.pi ** 2 * sigma ** 2)
+    return (np.exp(c * f0 ** 2)[:, None, None] * np.exp(c * f1 ** 2)[None, :, None]
+            * np.exp(c * f2 ** 2)[None, None, :]).astype(np.float32)
+
+
+def gaussian_kernel_rfft(backend, shape, sigma: float):
+    """Fourier-space Gaussian of standard deviation *sigma* pixels on *backend*."""
+    k = _kernel_numpy(tuple(int(s) for s in shape), float(sigma))
+    return k if backend.name == "numpy" else backend.asarray(k)
+
+
+def smooth(backend, a, sigma: float):
+    """Circular Gaussian smoothing of a real array (float32 out)."""
+    if sigma <= 0:
+        return a.astype(backend.xp.float32, copy=False)
+    spec = backend.rfftn(a)
+    spec *= gaussian_kernel_rfft(backend, a.shape, sigma)
+    return backend.irfftn(spec, a.shape).astype(backend.xp.float32, copy=False)
+
+
+def shrink_wrap(backend, obj, sigma: float, threshold: float):
+    """New support: Gaussian-smoothed |obj| above *threshold* times its maximum."""
+    xp = backend.xp
+    s = smooth(backend, xp.abs(obj), sigma)
+    return s > (threshold * s.max())
+
+
+def autocorrelation_support(backend, intensity, threshold: float = 0.1, sigma: float = 1.0):
+    """Initial support from the intensity autocorrelation.
+
+    The autocorrelation of the object is |IFFT(I)|; its support is the object's
+    support dilated to about twice the size, a safe starting point that
+    shrink-wrap then tightens.  *intensity* is in FFT order (peak at index 0) and
+    so is the returned support.  Masked pixels must already be zero.
+    """
+    xp = backend.xp
+    ac = xp.abs(backend.ifftn(intensity.astype(xp.complex64)))
+    ac = smooth(backend, ac, sigma)
+    return ac > threshold * ac.max()
+
+
+def support_fraction(support) -> float:
+    return float(support.sum()) / support.size
