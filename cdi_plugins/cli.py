@@ -150,7 +150,7 @@ def cmd_validate(args) -> int:
             src = d or (plan.data_path("path") or "simulated crystal")
             print(f"ok: {rec.source} dataset '{plan.name}' ({src}): {len(plan.steps)} steps, "
                   f"{plan.iterations} iterations, backend {plan.backend}")
-            if args.verbose:
+            if args.list_steps or args.verbose:
                 print("    " + " + ".join(names))
     return 0
 
@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("recipe")
     v.add_argument("--data", nargs="+", metavar="PATH")
     v.add_argument("--set", action="append", metavar="KEY=VALUE")
-    v.add_argument("-v", "--verbose", action="store_true", help="also list the expanded steps")
+    # its own dest: a subparser default would otherwise reset the global `cdi -v` (logging) to False
+    v.add_argument("-v", "--verbose", dest="list_steps", action="store_true", help="also list the expanded steps")
     v.set_defaults(func=cmd_validate)
 
     a = sub.add_parser("algorithms", help="list registered algorithms, or the parameters of one")

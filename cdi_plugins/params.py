@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import CDIError
@@ -86,11 +87,13 @@ class Param:
             if not isinstance(value, bool):
                 raise CDIError(f"'{self.name}' must be true or false, got {value!r}", where)
         elif t == "int":
-            if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            # numbers.Integral/Real also admit NumPy scalars (np.int64 from a loop); bool never counts
+            if isinstance(value, bool) or not (isinstance(value, numbers.Integral) or (
+                    isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())):
                 raise CDIError(f"'{self.name}' must be an integer, got {value!r}", where)
             value = int(value)
         elif t == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise CDIError(f"'{self.name}' must be a number, got {value!r}", where)
             value = float(value)
             if not math.isfinite(value):

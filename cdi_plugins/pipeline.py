@@ -115,7 +115,7 @@ def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
     return Result(obj=obj, support=support, history=list(state.history), timings=timings, steps=steps,
                   intensity=np.array(problem.intensity), mask=np.array(problem.mask),
                   metadata={**problem.metadata, "source": problem.source, "backend": backend.name,
-                            "fft": backend.fft_engine, "threads": backend.threads, "seed": plan.seed},
+                            "fft": backend.fft_engine, "threads": backend.threads_for(problem.intensity.size), "seed": plan.seed},
                   truth=None if problem.truth is None else np.array(problem.truth),
                   recipe=recipe_text or yaml.safe_dump(plan.doc, sort_keys=False),
                   dataset=plan.name, versions=versions())

@@ -87,9 +87,11 @@ def _construct_mapping(loader, node, deep=False):
         try:
             hash(key)
         except TypeError:
-            raise CDIError("a mapping key must be a plain value", f"line {key_node.start_mark.line + 1}")
+            raise CDIError("a mapping key must be a plain value",
+                           f"{getattr(loader, 'cdi_source', '<recipe>')}:{key_node.start_mark.line + 1}")
         if key in out:
-            raise CDIError(f"duplicate key '{key}'", f"line {key_node.start_mark.line + 1}")
+            raise CDIError(f"duplicate key '{key}'",
+                           f"{getattr(loader, 'cdi_source', '<recipe>')}:{key_node.start_mark.line + 1}")
         out[key] = loader.construct_object(value_node, deep=True)
         out.lines[key] = value_node.start_mark.line + 1
     return out
@@ -111,30 +113,46 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 
 
 def _yaml_load(text: str, source: str):
+    loader = _Loader(text)
+    loader.cdi_source = source  # so that constructor errors can name the file
     try:
-        return yaml.load(text, Loader=_Loader)
-    except CDIError as e:
-        raise e.at(source)
+        return loader.get_single_data()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""
         raise CDIError(f"YAML syntax error: {e.problem or e}", f"{source}{line}") from None
     except yaml.YAMLError as e:
         raise CDIError(f"YAML error: {e}", source) from None
+    finally:
+        loader.dispose()
+
+
+def _key_parts(key: str) -> tuple:
+    """'steps[0].beta' and 'steps.0.beta' -> ('steps', '0', 'beta')."""
+    return tuple(p for p in re.split(r"\.|\[(\d+)\]", str(key)) if p)
 
 
 class _Where:
-    """Location text builder: file, line, key path."""
+    """Location text builder: file, line, key path.
 
-    def __init__(self, source: str, path: str = "", node: Any = None, key: Any = None):
+    *overridden* maps key paths (tuples of parts) to the place their value
+    really came from (``--set KEY``, ``recipe.yaml:12: datasets[1].set.KEY``):
+    an error in such a value points there, not at the recipe line it replaced.
+    """
+
+    def __init__(self, source: str, path: str = "", node: Any = None, key: Any = None,
+                 own_line: int | None = None, overridden: dict | None = None):
         self.source, self.path, self.node, self.key = source, path, node, key
+        self.own_line = own_line
+        self.overridden = overridden or {}
 
     def child(self, key, node=None) -> "_Where":
         if isinstance(key, int):
             path = f"{self.path}[{key}]"
         else:
             path = f"{self.path}.{key}" if self.path else str(key)
-        return _Where(self.source, path, node if node is not None else self.node_value(key), key)
+        return _Where(self.source, path, node if node is not None else self.node_value(key), key,
+                      own_line=self.line(key), overridden=self.overridden)
 
     def node_value(self, key):
         try:
@@ -153,10 +171,17 @@ class _Where:
 
     def text(self, key=None) -> str:
         """'file:line: path.key' for *key* in this node (or the node itself)."""
-        line = self.line(key) if key is not None else None
+        line = self.line(key) if key is not None else self.own_line
         path = self.path
         if key is not None:
             path = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+        if self.overridden and path:
+            head, _, tail = path.partition(" ")  # "steps (HIO)": a step of a sequence string
+            parts = _key_parts(head)
+            for n in range(len(parts), 0, -1):
+                label = self.overridden.get(parts[:n])
+                if label is not None:
+                    return (f"{label} {tail}" if tail else label) if n == len(parts) else f"{label}: {path}"
         src = f"{self.source}:{line}" if line else self.source
         return f"{src}: {path}" if path else src
 
@@ -363,11 +388,17 @@ class Recipe:
 
 
 def _plain(obj):
-    """Strip line-tracking subclasses (for dumping and deep copies)."""
+    """Strip line-tracking subclasses (for dumping and deep copies).
+
+    NumPy scalars (``np.int64(20)`` from a loop in a Python-API dict) become
+    Python numbers, so that they validate and dump like the YAML they stand for.
+    """
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
+        return {_plain(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:
+        return obj.item()
     return obj
 
 
@@ -383,9 +414,17 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _typename(node) -> str:
+    for t, name in ((bool, "a boolean"), (dict, "a mapping"), (list, "a list"), (str, "a string"),
+                    (int, "an integer"), (float, "a number")):
+        if isinstance(node, t):
+            return name
+    return "null" if node is None else type(node).__name__
+
+
 def _check_keys(node, allowed, where: _Where, what: str):
     if not isinstance(node, dict):
-        raise CDIError(f"{what} must be a mapping, got {type(node).__name__}", where.text())
+        raise CDIError(f"{what} must be a mapping, got {_typename(node)}", where.text())
     for k in node:
         if k not in allowed:
             raise CDIError(f"unknown key '{k}'{suggest(str(k), allowed)}; allowed: {', '.join(allowed)}",
@@ -428,7 +467,8 @@ def load_recipe(recipe, *, overrides: list[tuple[str, Any]] = (), registry: Regi
     """
     registry = registry or get_registry()
     if isinstance(recipe, dict):
-        text, source, doc, base_dir = yaml.safe_dump(_plain(recipe), sort_keys=False), "<recipe>", recipe, os.getcwd()
+        doc = _plain(recipe)
+        text, source, base_dir = yaml.safe_dump(doc, sort_keys=False), "<recipe>", os.getcwd()
     else:
         s = os.fspath(recipe)
         looks_like_path = "\n" not in s and (s.endswith((".yaml", ".yml")) or os.path.exists(s))
@@ -446,8 +486,13 @@ def load_recipe(recipe, *, overrides: list[tuple[str, Any]] = (), registry: Regi
         else:
             text, source, base_dir = s, "<recipe>", os.getcwd()
         doc = _yaml_load(text, source)
+        if source == "<recipe>" and isinstance(doc, str) and "\n" not in s.strip():
+            # one word that is not a file: a mistyped path, not a recipe text
+            raise CDIError("recipe file not found", s)
     if doc is None:
         raise CDIError("the recipe is empty", source)
+    if data is not None and data != "<array>" and not os.path.exists(data):
+        raise CDIError("data file not found", data)
     where = _Where(source, "", doc)
     _check_keys(doc, TOP_KEYS, where, "a recipe")
     for key, value in overrides:
@@ -477,15 +522,22 @@ def load_recipe(recipe, *, overrides: list[tuple[str, Any]] = (), registry: Regi
     plans = []
     for w, ds in entries:
         name = ds.get("name") or str(doc.get("name") or "default")
+        overridden = {_key_parts(key): f"--set {key}" for key, _ in overrides}
         if w is None:
-            eff, ewhere = base, where
+            eff, ewhere = base, _Where(source, "", doc, overridden=overridden)
         else:
             over = {k: v for k, v in ds.items() if k not in ("name", "set")}
             eff = _merge(base, over)
+            sets = ds.get("set") or {}
+            if not isinstance(sets, dict):
+                raise CDIError("set must be a mapping of KEY: VALUE (e.g. params.hio.beta: 0.7)", w.text("set"))
+            sw = w.child("set", sets)
+            for key, value in sets.items():
+                apply_set(eff, str(key), value, sw.text())
+            # --set wins over datasets[i].set, which wins over the recipe
+            overridden = {**{_key_parts(str(k)): sw.text(k) for k in sets}, **overridden}
             # errors in keys the dataset provides point at the dataset entry, others at the base
-            ewhere = _Where(source, "", _Overlay(doc, ds))
-            for key, value in (ds.get("set") or {}).items():
-                apply_set(eff, str(key), value, w.text("set"))
+            ewhere = _Where(source, "", _Overlay(doc, ds), overridden=overridden)
         if overrides or data is not None:
             eff = _merge(eff, {})
             for key, value in overrides:
@@ -575,7 +627,7 @@ def _validate_dataset(doc, where, name, source, base_dir, registry, check_backen
     # steps
     if "steps" not in doc or doc["steps"] in (None, [], ""):
         raise CDIError("no steps: give a list of steps or a sequence such as \"3*(20*ER+180*HIO)+20*ER\"",
-                       where.text())
+                       where.text("steps") if "steps" in doc else where.text())
     steps: list[Step] = []
     _expand(doc["steps"], where, "steps", defaults, registry, steps, resolved_backend, depth=0)
     return DatasetPlan(name=name, data=data, backend=backend, fft=fft, threads=threads, seed=seed,
