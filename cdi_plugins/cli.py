@@ -91,6 +91,10 @@ def _summary(result, path, seconds) -> str:
     md = result.metadata
     lines.append(f"dataset {result.dataset}: {n} from {md.get('source')}, backend {md.get('backend')} "
                  f"(fft {md.get('fft')}, {md.get('threads')} threads), seed {md.get('seed')}")
+    if md.get("runs", 1) > 1:
+        scores = ", ".join(f"{v:.3e}" for v in md.get("run_scores", []))
+        lines.append(f"  {md['runs']} runs, kept run {md.get('best_run')} (final chi2 of each: {scores}); "
+                     "seconds are totals over all runs")
     lines.append(f"  {'step':>4}  {'algorithm':<10} {'iterations':>10} {'seconds':>9}  {'final chi2':>10}")
     for st in result.steps:
         recs = [h for h in result.history if h.get("step") == st["step"]]
@@ -123,7 +127,7 @@ def cmd_run(args) -> int:
         check_writable(path, overwrite=overwrite, protect=protect)
     for plan, dpath, path, overwrite in jobs:
         problem = build_problem(plan, dpath)
-        bar = _Progress(plan.iterations, plan.name, enabled=not args.quiet)
+        bar = _Progress(plan.iterations * plan.runs, plan.name, enabled=not args.quiet)
         t0 = time.perf_counter()
         try:
             result = run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False), progress=bar)

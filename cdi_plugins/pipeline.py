@@ -84,17 +84,16 @@ def _check_state(state, spec, problem, backend) -> None:
         raise CDIError(f"{who} returned dtype {state.obj.dtype}, expected complex64")
 
 
-def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
-             progress: Callable[..., None] | None = None) -> Result:
-    """Run the steps of one dataset plan on *problem*."""
-    backend = get_backend(plan.backend, fft=plan.fft, threads=plan.threads)
-    for step in plan.steps:
-        if backend.name not in step.algorithm.backends:
-            raise CDIError(f"algorithm '{step.name}' does not run on the {backend.name} backend", step.where)
-    ctx = Context(backend=backend, rng=np.random.default_rng(plan.seed),
-                  progress=progress or (lambda **event: None), logger=log)
+def _final_score(state) -> float:
+    """What selects the best of several runs: chi2_free when free pixels are used, else chi2."""
+    if not state.history:
+        return float("inf")
+    last = state.history[-1]
+    return float(last.get("chi2_free", last.get("chi2", float("inf"))))
+
+
+def _run_once(plan: DatasetPlan, problem: Problem, ctx: Context, timings: list) -> State:
     state = None
-    timings, steps = [], []
     for i, step in enumerate(plan.steps, start=1):
         ctx.step = i
         t0 = time.perf_counter()
@@ -102,20 +101,48 @@ def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
             state = step.algorithm.run(problem, state, dict(step.params), ctx)
         except CDIError as e:
             raise e if e.location else e.at(step.where)
-        backend.synchronize()
+        ctx.backend.synchronize()
         dt = time.perf_counter() - t0
-        _check_state(state, step.algorithm, problem, backend)
-        timings.append(dt)
-        steps.append({"step": i, "algorithm": step.name, "plugin": step.algorithm.plugin,
-                      "params": dict(step.params), "seconds": dt})
-        state = state.replace(provenance=list(state.provenance) + [steps[-1]])
+        _check_state(state, step.algorithm, problem, ctx.backend)
+        timings[i - 1] += dt
+        state = state.replace(provenance=list(state.provenance) + [
+            {"step": i, "algorithm": step.name, "plugin": step.algorithm.plugin, "seconds": dt}])
         log.info("step %d %s: %.3f s", i, step.name, dt)
-    obj = backend.to_numpy(state.obj).astype(np.complex64, copy=False)
-    support = backend.to_numpy(state.support).astype(bool, copy=False)
-    return Result(obj=obj, support=support, history=list(state.history), timings=timings, steps=steps,
-                  intensity=np.array(problem.intensity), mask=np.array(problem.mask),
-                  metadata={**problem.metadata, "source": problem.source, "backend": backend.name,
-                            "fft": backend.fft_engine, "threads": backend.threads_for(problem.intensity.size), "seed": plan.seed},
+    return state
+
+
+def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
+             progress: Callable[..., None] | None = None) -> Result:
+    """Run the steps of one dataset plan on *problem* (``plan.runs`` times, keeping the best)."""
+    backend = get_backend(plan.backend, fft=plan.fft, threads=plan.threads)
+    for step in plan.steps:
+        if backend.name not in step.algorithm.backends:
+            raise CDIError(f"algorithm '{step.name}' does not run on the {backend.name} backend", step.where)
+    report = progress or (lambda **event: None)
+    timings = [0.0] * len(plan.steps)
+    best, best_score, scores = None, float("inf"), []
+    for r in range(plan.runs):
+        # run 0 is exactly the single-run result for this seed; later runs get their own streams
+        rng = np.random.default_rng(plan.seed if r == 0 else [plan.seed or 0, r])
+        ctx = Context(backend=backend, rng=rng, logger=log,
+                      progress=(lambda _r=r, **event: report(run=_r + 1, runs=plan.runs, **event)))
+        state = _run_once(plan, problem, ctx, timings)
+        score = _final_score(state)
+        scores.append(score)
+        if best is None or score < best_score:
+            best, best_score = state, score
+    steps = [{"step": i, "algorithm": st.name, "plugin": st.algorithm.plugin, "params": dict(st.params),
+              "seconds": timings[i - 1]} for i, st in enumerate(plan.steps, start=1)]
+    obj = backend.to_numpy(best.obj).astype(np.complex64, copy=False)
+    support = backend.to_numpy(best.support).astype(bool, copy=False)
+    metadata = {**problem.metadata, "source": problem.source, "backend": backend.name,
+                "fft": backend.fft_engine, "threads": backend.threads_for(problem.intensity.size),
+                "seed": plan.seed, "runs": plan.runs}
+    if plan.runs > 1:
+        metadata["run_scores"] = scores
+        metadata["best_run"] = int(np.argmin(scores)) + 1
+    return Result(obj=obj, support=support, history=list(best.history), timings=timings, steps=steps,
+                  intensity=np.array(problem.intensity), mask=np.array(problem.mask), metadata=metadata,
                   truth=None if problem.truth is None else np.array(problem.truth),
                   recipe=recipe_text or yaml.safe_dump(plan.doc, sort_keys=False),
                   dataset=plan.name, versions=versions())

@@ -16,6 +16,7 @@ Shape of a recipe (every key but ``steps`` optional)::
     fft: auto                   # auto | pyfftw | scipy | cupy
     threads: null               # CPU FFT threads (null: all cores)
     seed: 0                     # random start; same seed -> same result
+    runs: 1                     # independent random starts; the lowest final chi2 is kept
     params:                     # defaults per algorithm for every step below
       hio: {beta: 0.9}
     steps: "3*(20*ER+180*HIO)+20*ER"   # cohere's sequence string, or a list:
@@ -45,11 +46,11 @@ from .registry import AlgorithmSpec, Registry, get_registry
 
 __all__ = ["Recipe", "Step", "DatasetPlan", "load_recipe", "parse_sequence", "apply_set", "parse_set"]
 
-TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", "params", "steps",
+TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", "runs", "params", "steps",
             "output", "datasets")
 DATA_KEYS = ("path", "dataset", "mask", "mask_dataset", "simulate", "free_fraction")
 OUTPUT_KEYS = ("path", "overwrite")
-DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "params", "steps", "output", "set")
+DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "runs", "params", "steps", "output", "set")
 
 SIMULATE = ParamModel([
     Param("shape", "int", 64, "array size per axis", low=16, high=1024),
@@ -352,6 +353,7 @@ class DatasetPlan:
     fft: str
     threads: int | None
     seed: int | None
+    runs: int
     steps: list
     output: dict
     doc: dict  # the effective recipe for this dataset (after merges and overrides)
@@ -360,6 +362,7 @@ class DatasetPlan:
 
     @property
     def iterations(self) -> int:
+        """Iterations of one run."""
         return sum(s.iterations for s in self.steps)
 
     def data_path(self, key: str = "path") -> str | None:
@@ -599,6 +602,7 @@ def _validate_dataset(doc, where, name, source, base_dir, registry, check_backen
     fft = _choice(doc.get("fft", "auto"), FFT_ENGINES, where.text("fft"), "fft")
     threads = _int_or_none(doc.get("threads"), where.text("threads"), "threads", 1)
     seed = _int_or_none(doc.get("seed", 0), where.text("seed"), "seed", 0)
+    runs = _int_or_none(doc.get("runs", 1), where.text("runs"), "runs", 1) or 1
     resolved_backend = None
     if check_backend:
         from .backend import get_backend
@@ -630,7 +634,7 @@ def _validate_dataset(doc, where, name, source, base_dir, registry, check_backen
                        where.text("steps") if "steps" in doc else where.text())
     steps: list[Step] = []
     _expand(doc["steps"], where, "steps", defaults, registry, steps, resolved_backend, depth=0)
-    return DatasetPlan(name=name, data=data, backend=backend, fft=fft, threads=threads, seed=seed,
+    return DatasetPlan(name=name, data=data, backend=backend, fft=fft, threads=threads, seed=seed, runs=runs,
                        steps=steps, output=dict(output), doc=_plain(doc), base_dir=base_dir, source=source)
 
 

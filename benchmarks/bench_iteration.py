@@ -1,0 +1,112 @@
+"""Iteration cost of ER / HIO / RAAR against the FFT pair they are built on.
+
+Prints, for each size, the median time of one FFT pair (forward + inverse, the
+engine in use), of one iteration of each algorithm (shrink-wrap every 20
+iterations included, as in the default recipe), and the ratio iteration /
+FFT pair.  The goal is an iteration within 1.5x of an FFT pair.  Also prints
+numpy.fft and scipy.fft pairs measured in the same run as reference points.
+
+    python benchmarks/bench_iteration.py                 # 64, 128, 256 on the default backend
+    python benchmarks/bench_iteration.py --sizes 64 128 --repeats 7 --backend numpy --fft scipy
+
+Ratios are measured in one process so the machine's load affects both sides;
+still, run it on a quiet machine and quote medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def median_time(fn, repeats: int, inner: int = 1) -> float:
+    fn()  # warm up (plans, caches)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        ts.append((time.perf_counter() - t0) / inner)
+    return statistics.median(ts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--repeats", type=int, default=5, help="timed repetitions (median is printed)")
+    ap.add_argument("--iterations", type=int, default=20, help="iterations per timed repetition")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--fft", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-reference", action="store_true", help="skip the numpy.fft / scipy.fft reference pairs")
+    args = ap.parse_args(argv)
+
+    import scipy.fft
+
+    import cdi_plugins
+    from cdi_plugins.backend import get_backend
+    from cdi_plugins.registry import get_registry
+    from cdi_plugins.simulate import simulate_crystal
+    from cdi_plugins.state import Context, Problem
+
+    be = get_backend(args.backend, fft=args.fft, threads=args.threads)
+    reg = get_registry()
+    print(f"cdi-plugins {cdi_plugins.__version__}: backend {be.name}, fft {be.fft_engine}, {be.threads} threads, "
+          f"median of {args.repeats} x {args.iterations} iterations")
+    head = f"{'size':>6} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
+    if not args.no_reference:
+        head += f" {'numpy.fft ms':>12} {'scipy.fft ms':>12}"
+    print(head)
+    for n in args.sizes:
+        sim = simulate_crystal(n, seed=0, counts=1e9, noise=False)
+        problem = Problem.from_array(sim["intensity"], source="simulated")
+        ws = be.workspace(problem.shape)
+        ws.x[...] = be.asarray(np.fft.ifftshift(sim["truth"]))
+
+        def fft_pair():
+            ws.backward(ws.forward())
+            be.synchronize()
+
+        t_fft = median_time(fft_pair, args.repeats, inner=max(1, args.iterations // 2))
+        times = {}
+        for name in ("er", "hio", "raar"):
+            spec = reg.get(name)
+            params = spec.params.validate({"iterations": args.iterations, "initial_support": "autocorrelation"})
+            state = None
+
+            def go():
+                nonlocal state
+                ctx = Context(backend=be, rng=np.random.default_rng(0), step=1)
+                state = spec.run(problem, None, params, ctx)
+                be.synchronize()
+
+            # time whole steps and subtract the one-off start (support, random start) measured with 1 iteration
+            p1 = dict(params, iterations=1)
+
+            def start_only():
+                ctx = Context(backend=be, rng=np.random.default_rng(0), step=1)
+                spec.run(problem, None, p1, ctx)
+                be.synchronize()
+
+            t_step = median_time(go, args.repeats)
+            t_start = median_time(start_only, args.repeats)
+            times[name] = max(t_step - t_start, 0.0) / (args.iterations - 1)
+        row = (f"{n:>5}^3 {t_fft * 1e3:>11.2f} {times['er'] * 1e3:>8.2f} {times['hio'] * 1e3:>8.2f} "
+               f"{times['raar'] * 1e3:>8.2f} {times['er'] / t_fft:>7.2f} {times['hio'] / t_fft:>8.2f} "
+               f"{times['raar'] / t_fft:>9.2f}")
+        if not args.no_reference:
+            a = (np.random.default_rng(0).random((n, n, n)) + 0j).astype(np.complex64)
+            t_np = median_time(lambda: np.fft.ifftn(np.fft.fftn(a)), args.repeats)
+            t_sp = median_time(lambda: scipy.fft.ifftn(scipy.fft.fftn(a, workers=be.threads), workers=be.threads),
+                               args.repeats)
+            row += f" {t_np * 1e3:>12.2f} {t_sp * 1e3:>12.2f}"
+        print(row, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Array backends and FFT engines."""
+
+import os
+
+import numpy as np
+import pytest
+import scipy.fft
+
+from cdi_plugins import CDIError
+from cdi_plugins.backend import available_backends, fft_engines, get_backend
+from cdi_plugins.support import autocorrelation_support, shrink_wrap, smooth
+
+from .conftest import HAVE_GPU
+
+
+def test_auto_is_numpy_without_a_gpu():
+    be = get_backend("auto")
+    assert be.name == ("cupy" if HAVE_GPU else "numpy")
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="only meaningful without a GPU")
+def test_cupy_without_a_gpu_is_a_clear_error():
+    with pytest.raises(CDIError, match="cupy") as e:
+        get_backend("cupy")
+    assert "GPU" in str(e.value) or "CUDA" in str(e.value)
+    assert available_backends()["cupy"] != "ok"
+
+
+def test_unknown_names_are_errors():
+    with pytest.raises(CDIError, match="unknown backend"):
+        get_backend("jax")
+    with pytest.raises(CDIError, match="unknown fft"):
+        get_backend("numpy", fft="numpy")
+
+
+@pytest.mark.parametrize("engine", [e for e, why in fft_engines().items() if why == "ok" and e != "cupy"])
+@pytest.mark.parametrize("shape", [(16, 16, 16), (24, 20, 18)])
+def test_workspace_fft_matches_scipy_and_round_trips(engine, shape):
+    be = get_backend("numpy", fft=engine, threads=1)
+    ws = be.workspace(shape)
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    ws.x[...] = a
+    F = ws.forward()
+    assert F.dtype == np.complex64
+    assert np.allclose(F, scipy.fft.fftn(a), atol=1e-3 * np.abs(F).max())
+    assert np.array_equal(ws.x, a), "the forward transform must leave the iterate intact"
+    back = ws.backward(F) / ws.size
+    assert np.allclose(back, a, atol=1e-5 * np.abs(a).max())
+    assert be.workspace(shape) is ws  # plans and buffers are reused
+
+
+def test_small_ffts_use_one_thread_unless_told():
+    be = get_backend("numpy")
+    assert be.threads_for(32 ** 3) == 1
+    assert be.threads_for(128 ** 3) == be.threads
+    assert get_backend("numpy", threads=2).threads_for(32 ** 3) == 2
+
+
+def test_fftw_wisdom_is_cached_on_disk(tmp_path, monkeypatch):
+    if fft_engines()["pyfftw"] != "ok":
+        pytest.skip("pyFFTW not installed")
+    from cdi_plugins import backend as bk
+    monkeypatch.setenv("CDI_PLUGINS_CACHE", str(tmp_path))
+    bk.Workspace(get_backend("numpy", fft="pyfftw", threads=1), (20, 22, 26))
+    assert os.path.getsize(tmp_path / "fftw_wisdom.pickle") > 0
+
+
+def test_gaussian_smoothing_preserves_the_sum_and_spreads():
+    be = get_backend("numpy")
+    a = np.zeros((16, 16, 16), np.float32)
+    a[0, 0, 0] = 1
+    s = smooth(be, a, 2.0)
+    assert s.dtype == np.float32
+    assert s.sum() == pytest.approx(1.0, rel=1e-4)
+    assert s[0, 0, 0] < 0.1 and s[1, 0, 0] > 0
+
+
+def test_shrink_wrap_and_autocorrelation_support_find_the_object():
+    be = get_backend("numpy")
+    obj = np.zeros((32, 32, 32), np.complex64)
+    obj[12:20, 12:20, 12:20] = 1
+    sup = shrink_wrap(be, obj, 1.0, 0.2)
+    assert sup[16, 16, 16] and not sup[0, 0, 0]
+    assert 8 ** 3 <= sup.sum() <= 12 ** 3
+    inten = np.abs(np.fft.fftn(obj)).astype(np.float32) ** 2  # FFT order, as the kernels use it
+    ac = autocorrelation_support(be, inten, 0.1)
+    assert ac[0, 0, 0] and ac.sum() > sup.sum()  # autocorrelation: about twice the object's size
+
+
+@pytest.mark.gpu
+def test_cupy_workspace_round_trip():
+    import cupy as cp
+    be = get_backend("cupy")
+    ws = be.workspace((32, 32, 32))
+    a = cp.random.standard_normal((32, 32, 32)).astype(cp.complex64)
+    ws.x[...] = a
+    back = ws.backward(ws.forward()) / ws.size
+    assert float(cp.abs(back - a).max()) < 1e-4
+
+
+@pytest.mark.gpu
+def test_cupy_and_numpy_give_the_same_reconstruction():
+    import cdi_plugins
+    from cdi_plugins.metrics import compare_to_truth
+    recipe = {"data": {"simulate": {"shape": 48, "seed": 1}}, "steps": "2*(20*ER+100*HIO)+20*ER"}
+    gpu = cdi_plugins.run({**recipe, "backend": "cupy"})
+    cpu = cdi_plugins.run({**recipe, "backend": "numpy"})
+    assert gpu.obj.dtype == np.complex64 and isinstance(gpu.obj, np.ndarray)
+    assert compare_to_truth(gpu.obj, gpu.truth)["error"] < 0.1
+    assert abs(gpu.chi2 - cpu.chi2) < 0.2 * cpu.chi2 + 1e-5
