@@ -90,7 +90,8 @@ def _summary(result, path, seconds) -> str:
     n = "x".join(map(str, result.obj.shape))
     md = result.metadata
     lines.append(f"dataset {result.dataset}: {n} from {md.get('source')}, backend {md.get('backend')} "
-                 f"(fft {md.get('fft')}, {md.get('threads')} threads), seed {md.get('seed')}")
+                 f"(fft {md.get('fft')}, {md.get('threads')} FFT thread{'s' if md.get('threads') != 1 else ''}), "
+                 f"seed {md.get('seed')}")
     if md.get("runs", 1) > 1:
         scores = ", ".join(f"{v:.3e}" for v in md.get("run_scores", []))
         lines.append(f"  {md['runs']} runs, kept run {md.get('best_run')} (final chi2 of each: {scores}); "
@@ -195,13 +196,11 @@ def cmd_plugins(args) -> int:
     if not reg.plugins:
         print("no plugins found in the 'cdi_plugins' entry-point group")
         return 1
-    bad = 0
     for p in reg.plugins:
         algs = ", ".join(p.algorithms) or "-"
         ver = f" ({p.version})" if p.version else ""
         print(f"{p.name}{ver}: {p.status}  {p.source}  algorithms: {algs}")
         if p.error:
-            bad += 1
             print(f"    error: {p.error}")
     return 0
 
