@@ -44,9 +44,6 @@ _COMMON = [
           low=0, high=1, low_open=True, high_open=True),
     Param("box_fraction", "float", 0.5, "side of the initial box support as a fraction of the array",
           low=0, high=1, low_open=True),
-    Param("detwin_iterations", "int", 0,
-          "when starting from scratch, confine the object to half its support for this many iterations "
-          "to break the twin symmetry of the autocorrelation support", low=0),
     Param("support_min_fraction", "float", 1e-4,
           "stop with an error if the support shrinks below this fraction of the array", low=0, high=1),
     Param("support_max_fraction", "float", 0.7,
@@ -189,13 +186,6 @@ def _make_run(name: str):
         sig1 = sig0 if sig1 is None else sig1
         support_records = {}
         report_every = max(1, n // 100)
-        detwin = params["detwin_iterations"] if state is None else 0
-        if detwin:
-            s_full = s
-            c0 = np.fft.fftfreq(problem.shape[0]) >= 0  # the half-space x0 >= 0 around the origin
-            half = be.asarray(np.broadcast_to(c0[:, None, None], problem.shape))
-            s = s & half
-            sf = s.astype(xp.float32)
         for it in range(n):
             F = ws.forward()
             xp.abs(F, out=a)
@@ -220,9 +210,6 @@ def _make_run(name: str):
                     x *= xp.float32(ca)
                 x += tmp
                 xp.copyto(x, p, where=s)
-            if detwin and it + 1 == detwin:
-                s = s_full | s if not period else s_full
-                sf = s.astype(xp.float32)
             if period and (it + 1) % period == 0:
                 sigma = sig0 + (sig1 - sig0) * (it / max(1, n - 1))
                 s = shrink_wrap(be, x, sigma, params["shrink_wrap_threshold"])
