@@ -176,7 +176,16 @@ def _make_run(name: str):
         a = xp.empty(problem.shape, dtype=xp.float32)
         r = xp.empty(problem.shape, dtype=xp.float32)
         tmp = xp.empty(problem.shape, dtype=xp.complex64) if ca is not None else None
-        sf = s.astype(xp.float32)  # ER multiplies by it: cheaper than a boolean select
+
+        def coefficients(s):
+            # x <- cx * x + cp * p as complex64 multipliers: in NumPy a complex*complex multiply
+            # is 6-8x cheaper than copyto(where=) and 1.7x cheaper than complex*float32.
+            sc = s.astype(xp.complex64)
+            if ca is None:
+                return None, sc
+            return (1 - sc) * xp.complex64(ca), sc + (1 - sc) * xp.complex64(cb)
+
+        cx, cp = coefficients(s)
         chi = xp.zeros(n, dtype=xp.float32)
         chi_free = xp.zeros(n, dtype=xp.float32) if dd.free_idx is not None else None
         tiny = xp.float32(1e-20)
@@ -196,26 +205,24 @@ def _make_run(name: str):
                 a.reshape(-1)[dd.unc_idx] = 0
             xp.subtract(a, dd.d, out=r)
             chi[it] = xp.vdot(r, r)
-            xp.maximum(a, tiny, out=a)
+            a += tiny  # no division by zero; 6x cheaper than maximum() and the same for any |F| > 1e-13
             xp.divide(dd.dN, a, out=r)
             if dd.unc_idx is not None:
                 r.reshape(-1)[dd.unc_idx] = dd.inv_n  # unconstrained: keep F (just undo the 1/N)
             F *= r
             p = ws.backward(F)
-            if ca is None:
-                xp.multiply(p, sf, out=x)
-            else:
-                xp.multiply(p, xp.float32(cb), out=tmp)
-                if ca != 1.0:
-                    x *= xp.float32(ca)
+            if cx is None:  # ER: x = p inside S, 0 outside
+                xp.multiply(p, cp, out=x)
+            else:  # x = p inside S, ca * x + cb * p outside
+                x *= cx
+                xp.multiply(p, cp, out=tmp)
                 x += tmp
-                xp.copyto(x, p, where=s)
             if period and (it + 1) % period == 0:
                 sigma = sig0 + (sig1 - sig0) * (it / max(1, n - 1))
                 s = shrink_wrap(be, x, sigma, params["shrink_wrap_threshold"])
                 frac = float(s.sum()) / s.size
                 _guard(frac, params, ctx, name, it + 1)
-                sf = s.astype(xp.float32)
+                cx, cp = coefficients(s)
                 support_records[it] = frac
             if (it + 1) % report_every == 0 or it + 1 == n:
                 c = float(chi[it]) / dd.norm
