@@ -35,21 +35,28 @@ def _out_paths(args, rec, data_paths):
         names = [p.name for r in rec.values() for p in r.datasets]
         raise CDIError(f"no dataset named '{args.dataset}'{suggest(args.dataset, names)}", "--dataset")
     multiple = len(jobs) > 1
+
+    def expand(template, name, stem, ext):
+        path = template.replace("{dataset}", name).replace("{recipe}", stem)
+        if multiple and "{dataset}" not in template:
+            root, e = os.path.splitext(path)
+            path = f"{root}_{name}{e or ext}"
+        return path
+
     out = []
     for plan, dpath in jobs:
         name = plan.name if dpath is None else (
             os.path.splitext(os.path.basename(dpath))[0] + ("" if len(rec[dpath].datasets) == 1 else f"_{plan.name}"))
-        template = args.out or plan.output.get("path") or "{recipe}_{dataset}.cxi"
         stem = os.path.splitext(os.path.basename(plan.source))[0] if plan.source != "<recipe>" else "recipe"
-        path = template.replace("{dataset}", name).replace("{recipe}", stem)
-        if multiple and "{dataset}" not in template:
-            root, ext = os.path.splitext(path)
-            path = f"{root}_{name}{ext or '.cxi'}"
+        path = expand(args.out or plan.output.get("path") or "{recipe}_{dataset}.cxi", name, stem, ".cxi")
+        extra = {key: expand(plan.output[key], name, stem, f".{key}")
+                 for key in ("png", "vti") if plan.output.get(key)}
         overwrite = args.overwrite or bool(plan.output.get("overwrite", False))
-        out.append((plan, dpath, path, overwrite))
-    paths = [p for _, _, p, _ in out]
+        out.append((plan, dpath, path, overwrite, extra))
+    paths = [p for _, _, p, _, _ in out] + [p for *_, extra in out for p in extra.values()]
     if len(set(paths)) != len(paths):
-        raise CDIError("several runs would write the same output file; put {dataset} in --out or output.path")
+        raise CDIError("several runs would write the same output file; put {dataset} in --out or output.path "
+                       "(and output.png, output.vti)")
     return out
 
 
@@ -85,17 +92,52 @@ class _Progress:
             self.bar.close()
 
 
-def _summary(result, path, seconds) -> str:
+def _preparation_lines(md: dict) -> list[str]:
+    lines = []
+    prep = md.get("preparation")
+    if prep:
+        what = []
+        for key, label in (("saturated", "saturated"), ("gaps", "in gaps"), ("aliens", "in aliens"),
+                           ("hot_pixels", "hot")):
+            if key in prep:
+                what.append(f"{prep[key]} {label}")
+        if "below_threshold" in prep:
+            what.append(f"{prep['below_threshold']} below threshold set to 0")
+        if prep.get("bin") and prep["bin"] != [1, 1, 1]:
+            what.append("binned " + "x".join(map(str, prep["bin"])))
+        if prep.get("centre", "none") != "none":
+            what.append(f"centred on the {'maximum' if prep['centre'] == 'max' else 'centre of mass'} "
+                        f"(moved {', '.join(f'{v:+d}' for v in prep['shift'])})")
+        if prep.get("outside_data"):
+            what.append(f"{prep['outside_data']} padded (masked)")
+        shape = "x".join(map(str, prep["input_shape"])) + " -> " + "x".join(map(str, prep["shape"]))
+        lines.append(f"  prepared {shape}: {'; '.join(what) or 'unchanged'}; {prep['masked']} pixels masked")
+    os_ = md.get("oversampling_estimate")
+    if os_:
+        line = f"  oversampling estimate (autocorrelation): {', '.join(f'{v:.2f}' for v in os_)} per axis"
+        low = [i for i, v in enumerate(os_) if v < 2]
+        if low:
+            line += (f"; below 2 on axis {', '.join(map(str, low))}: the pattern may be undersampled there "
+                     "(bin less, or expect ambiguous results)")
+        lines.append(line)
+    return lines
+
+
+def _summary(result, path, seconds, extra_paths=()) -> str:
     lines = []
     n = "x".join(map(str, result.obj.shape))
     md = result.metadata
     lines.append(f"dataset {result.dataset}: {n} from {md.get('source')}, backend {md.get('backend')} "
                  f"(fft {md.get('fft')}, {md.get('threads')} FFT thread{'s' if md.get('threads') != 1 else ''}), "
                  f"seed {md.get('seed')}")
+    lines += _preparation_lines(md)
     if md.get("runs", 1) > 1:
         scores = ", ".join(f"{v:.3e}" for v in md.get("run_scores", []))
         lines.append(f"  {md['runs']} runs, kept run {md.get('best_run')} (final chi2 of each: {scores}); "
                      "seconds are totals over all runs")
+    if md.get("averaged_runs"):
+        lines.append(f"  object: mean of runs {', '.join(map(str, md['averaged_runs']))} aligned to the best "
+                     f"(chi2 of the mean {md['average_chi2']:.3e})")
     lines.append(f"  {'step':>4}  {'algorithm':<10} {'iterations':>10} {'seconds':>9}  {'final chi2':>10}")
     for st in result.steps:
         recs = [h for h in result.history if h.get("step") == st["step"]]
@@ -108,7 +150,7 @@ def _summary(result, path, seconds) -> str:
         tail += f", error vs truth {err:.4f}"
     lines.append(tail)
     if path:
-        lines.append(f"  wrote {path}")
+        lines.append(f"  wrote {', '.join([path, *extra_paths])}")
     return "\n".join(lines)
 
 
@@ -123,10 +165,12 @@ def cmd_run(args) -> int:
     data_paths = [os.path.abspath(p) for p in args.data] if args.data else [None]
     rec = {d: load_recipe(args.recipe, overrides=overrides, data=d) for d in data_paths}
     jobs = _out_paths(args, rec, data_paths)
-    for plan, dpath, path, overwrite in jobs:  # fail on an unwritable output before computing anything
+    for plan, dpath, path, overwrite, extra in jobs:  # fail on an unwritable output before computing anything
         protect = [p for p in (dpath, plan.data_path("path"), plan.data_path("mask")) if p]
-        check_writable(path, overwrite=overwrite, protect=protect)
-    for plan, dpath, path, overwrite in jobs:
+        for p in (path, *extra.values()):
+            check_writable(p, overwrite=overwrite, protect=protect)
+    for plan, dpath, path, overwrite, extra in jobs:
+        protect = [p for p in (dpath, plan.data_path("path"), plan.data_path("mask")) if p]
         problem = build_problem(plan, dpath)
         bar = _Progress(plan.iterations * plan.runs, plan.name, enabled=not args.quiet)
         t0 = time.perf_counter()
@@ -136,8 +180,11 @@ def cmd_run(args) -> int:
             bar.close()
         wall = time.perf_counter() - t0
         save(result, path, overwrite=overwrite)
+        if extra:
+            from .report import report
+            report(result, png=extra.get("png"), vti=extra.get("vti"), overwrite=overwrite, protect=protect)
         if not args.quiet:
-            print(_summary(result, path, wall), flush=True)
+            print(_summary(result, path, wall, list(extra.values())), flush=True)
     return 0
 
 
@@ -223,6 +270,84 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _geometry_from_args(args, stored):
+    """The geometry for `cdi report`: the one stored with the result, updated by the command's options."""
+    from .postprocess import validate_geometry
+    geo = dict(stored or {})
+    given = {"hkl": args.hkl, "lattice_constant": args.lattice, "energy": args.energy,
+             "voxel_size": (args.voxel_size[0] if args.voxel_size and len(args.voxel_size) == 1 else args.voxel_size),
+             "q_direction": (None if args.q_direction is None else
+                             (int(args.q_direction[0]) if len(args.q_direction) == 1 and
+                              float(args.q_direction[0]).is_integer() else args.q_direction))}
+    flags = {"hkl": "--hkl", "lattice_constant": "--lattice", "energy": "--energy", "voxel_size": "--voxel-size",
+             "q_direction": "--q-direction", None: "geometry"}
+    for k, v in given.items():
+        if v is not None:
+            geo[k] = v
+    if not geo:
+        return None
+    return validate_geometry(geo, lambda key=None: flags.get(key, str(key)))
+
+
+def cmd_report(args) -> int:
+    from . import load
+    from .postprocess import POSTPROCESS
+    from .report import format_summary, report, summarize
+    result = load(args.result)
+    geometry = _geometry_from_args(args, (result.metadata or {}).get("geometry"))
+    opts = dict((result.metadata or {}).get("postprocess") or {})
+    opts = POSTPROCESS.validate(opts)
+    for flag, key in (("keep_ramp", "remove_ramp"), ("no_unwrap", "unwrap"), ("no_crop", "crop"),
+                      ("no_centre", "centre")):
+        if getattr(args, flag):
+            opts[key] = False
+    if args.margin is not None:
+        opts["margin"] = POSTPROCESS.params["margin"].check(args.margin, "--margin")
+    protect = [args.result]
+    from .io import check_writable
+    for p in (args.png, args.vti):  # fail before computing anything
+        if p:
+            check_writable(p, overwrite=args.overwrite, protect=protect)
+    processed = report(result, png=args.png, vti=args.vti, geometry=geometry, options=opts,
+                       overwrite=args.overwrite, protect=protect)
+    print(f"{args.result}: dataset {result.dataset}, {'x'.join(map(str, result.obj.shape))} from "
+          f"{(result.metadata or {}).get('source')}")
+    print("  " + format_summary(result, summarize(result)))
+    info = processed.info
+    if "ramp" in info:
+        print(f"  phase ramp removed: {', '.join(f'{v:+.4f}' for v in info['ramp'])} rad/voxel")
+    if processed.geometry is not None:
+        print(f"  geometry: {processed.geometry.describe()}")
+    if processed.strain is not None:
+        print(f"  strain along Q inside the support: mean {info['strain_mean']:+.2e}, rms {info['strain_std']:.2e}")
+    if processed.displacement is not None:
+        u = processed.displacement[processed.support]
+        print(f"  displacement along Q: {float(u.min()):+.3f} to {float(u.max()):+.3f} Angstrom")
+    if info.get("note"):
+        print(f"  note: {info['note']}")
+    written = [p for p in (args.png, args.vti) if p]
+    if written:
+        print(f"  wrote {', '.join(written)}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from . import load
+    from .report import compare, format_summary, summarize
+    results = [load(p) for p in args.results]
+    for p, r in zip(args.results, results):
+        print(f"{p}: " + format_summary(r, summarize(r)))
+    ref = results[0]
+    for p, r in zip(args.results[1:], results[1:]):
+        try:
+            c = compare(r, ref)
+        except CDIError as e:
+            raise e.at(p) from None
+        print(f"{p} vs {args.results[0]}: normalised difference after alignment {c['difference']:.4f} "
+              f"(twin: {'yes' if c['twin'] else 'no'}, shift {', '.join(f'{v:+.2f}' for v in c['shift'])} voxels)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(prog="cdi", description="Phase retrieval for Bragg CDI with interchangeable plugins.")
@@ -264,6 +389,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-noise", action="store_true", help="noise-free intensity")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_simulate)
+
+    rp = sub.add_parser("report", help="post-process a result: phase, displacement, strain; write a PNG and/or VTK file")
+    rp.add_argument("result", help="a result file written by cdi run (.cxi)")
+    rp.add_argument("--png", metavar="PATH", help="picture: central slices of amplitude, phase, strain; chi2 history")
+    rp.add_argument("--vti", metavar="PATH", help="VTK image file for ParaView: amplitude, phase, support, strain")
+    rp.add_argument("--hkl", type=int, nargs=3, metavar=("H", "K", "L"), help="the Bragg reflection")
+    rp.add_argument("--lattice", type=float, metavar="A", help="cubic lattice constant (Angstrom)")
+    rp.add_argument("--energy", type=float, metavar="KEV", help="X-ray energy (keV)")
+    rp.add_argument("--voxel-size", type=float, nargs="+", metavar="NM",
+                    help="real-space voxel size of the reconstruction (nm): one value or one per axis")
+    rp.add_argument("--q-direction", type=float, nargs="+", metavar="Q",
+                    help="Q along this array axis (0, 1 or 2; default 0) or a vector Q0 Q1 Q2")
+    rp.add_argument("--keep-ramp", action="store_true", help="keep the linear phase (and the mean strain)")
+    rp.add_argument("--no-unwrap", action="store_true", help="leave the phase wrapped in (-pi, pi]")
+    rp.add_argument("--no-centre", action="store_true", help="do not move the object to the array centre")
+    rp.add_argument("--no-crop", action="store_true", help="keep the whole array instead of cropping to the object")
+    rp.add_argument("--margin", type=int, metavar="N", help="voxels kept around the support when cropping (default 4)")
+    rp.add_argument("--overwrite", action="store_true")
+    rp.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="convergence and support of results, and how well they agree after alignment")
+    c.add_argument("results", nargs="+", metavar="RESULT", help="result files (.cxi); the first is the reference")
+    c.set_defaults(func=cmd_compare)
     return p
 
 

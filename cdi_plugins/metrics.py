@@ -12,7 +12,7 @@ import scipy.fft
 
 from .errors import CDIError
 
-__all__ = ["chi2", "compare_to_truth", "far_field", "twin"]
+__all__ = ["chi2", "compare_to_truth", "far_field", "twin", "support_stats", "agreement"]
 
 
 def _host(a, name: str) -> np.ndarray:
@@ -295,3 +295,56 @@ def compare_to_truth(rec, truth, *, support=None, scale: bool = False) -> dict:
                 "aligned": (c * aligned).astype(np.complex64),
             }
     return best
+
+
+# ----------------------------------------------------------------------------- judging a result without a truth
+
+def support_stats(support) -> dict:
+    """How compact a support is.
+
+    Returns
+    -------
+    dict
+        ``fraction`` (of the array), ``voxels``, ``components`` (face-connected
+        parts, counted on the periodic array: a part cut by the array edge
+        counts once) and ``largest`` (fraction of the support in its largest part).
+    """
+    from scipy import ndimage
+
+    s = _host(support, "support").astype(bool)
+    if s.ndim != 3:
+        raise CDIError(f"expected a 3-D support, got shape {s.shape}")
+    n = int(s.sum())
+    if n == 0:
+        return {"fraction": 0.0, "voxels": 0, "components": 0, "largest": 0.0}
+    labels, count = ndimage.label(s)
+    # the reconstruction is periodic: join parts that touch across opposite faces
+    parent = list(range(count + 1))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for axis in range(3):
+        a = np.take(labels, 0, axis=axis)
+        b = np.take(labels, -1, axis=axis)
+        for i, j in set(zip(a[(a > 0) & (b > 0)].tolist(), b[(a > 0) & (b > 0)].tolist())):
+            parent[find(i)] = find(j)
+    roots = np.array([find(i) for i in range(count + 1)])
+    sizes = np.bincount(roots[labels[s]], minlength=count + 1)
+    return {"fraction": n / s.size, "voxels": n, "components": int(np.count_nonzero(sizes)),
+            "largest": float(sizes.max()) / n}
+
+
+def agreement(a, b) -> dict:
+    """Normalised difference between two reconstructions of the same data.
+
+    *a* is aligned onto *b* (translation, global phase and twin, as in
+    :func:`compare_to_truth`) and ``||a_aligned - b|| / ||b||`` is returned as
+    ``difference`` with ``twin``, ``shift`` and ``phase``.  0 means identical;
+    two unrelated objects of the same norm give about 1.4.
+    """
+    out = compare_to_truth(a, b)
+    return {"difference": out["error"], "twin": out["twin"], "shift": out["shift"], "phase": out["phase"]}

@@ -13,6 +13,7 @@ import yaml
 
 from .backend import get_backend
 from .errors import CDIError
+from .prepare import is_noop, oversampling_estimate, prepare
 from .recipe import DatasetPlan, Recipe, load_recipe
 from .result import Result
 from .state import Context, Problem, State
@@ -37,10 +38,15 @@ def versions() -> dict[str, str]:
 
 
 def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
-    """Read (or simulate) the data of *plan* and validate it into a :class:`Problem`.
+    """Read (or simulate) the data of *plan*, prepare it and validate it into a :class:`Problem`.
 
     *data* (a path or an array) overrides the recipe's data source; the recipe's
-    mask and free-pixel settings still apply.
+    mask, preparation (``data.prepare``) and free-pixel settings still apply.
+    The input (file or array) is never modified.
+
+    ``Problem.metadata`` gets ``oversampling_estimate`` (per axis, from the
+    intensity autocorrelation), ``preparation`` (what ``data.prepare`` did)
+    when the data was prepared, and ``geometry`` when the recipe has one.
     """
     from .io import read_array, read_intensity
     d = plan.data
@@ -70,8 +76,19 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
         if np.issubdtype(mask.dtype, np.floating) and not np.isfinite(mask).all():
             raise CDIError("the mask holds NaN or infinite values", mpath)
         mask = mask != 0
-    return Problem.from_array(intensity, mask, metadata=metadata, truth=truth,
-                              free_fraction=d.get("free_fraction", 0.0), seed=plan.seed, source=source)
+    options = d.get("prepare")
+    if not is_noop(options):
+        if truth is not None:
+            raise CDIError("data.prepare works on measured data; a simulated crystal is already prepared "
+                           "(its truth would no longer match)", plan.prepare_where.get(None, plan.source))
+        intensity, mask, report = prepare(intensity, mask, options, where=plan.prepare_where, source=source)
+        metadata["preparation"] = report
+    if plan.geometry is not None:
+        metadata["geometry"] = dict(plan.geometry)
+    problem = Problem.from_array(intensity, mask, metadata=metadata, truth=truth,
+                                 free_fraction=d.get("free_fraction", 0.0), seed=plan.seed, source=source)
+    problem.metadata["oversampling_estimate"] = list(oversampling_estimate(problem.intensity, problem.mask))
+    return problem
 
 
 def _check_state(state, spec, problem, backend) -> None:
@@ -90,6 +107,17 @@ def _final_score(state) -> float:
         return float("inf")
     last = state.history[-1]
     return float(last.get("chi2_free", last.get("chi2", float("inf"))))
+
+
+def _average(kept: list, k: int) -> tuple[np.ndarray, list]:
+    """Mean of the *k* lowest-scoring objects, each aligned to the best (translation, phase, twin)."""
+    from .metrics import compare_to_truth
+    kept = sorted(kept, key=lambda t: t[0])[:k]
+    ref = kept[0][2]
+    total = ref.astype(np.complex128)
+    for _, _, obj in kept[1:]:
+        total += compare_to_truth(obj, ref)["aligned"]
+    return (total / len(kept)).astype(np.complex64), [r + 1 for _, r, _ in kept]
 
 
 def _run_once(plan: DatasetPlan, problem: Problem, ctx: Context, timings: list) -> State:
@@ -113,14 +141,21 @@ def _run_once(plan: DatasetPlan, problem: Problem, ctx: Context, timings: list) 
 
 def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
              progress: Callable[..., None] | None = None) -> Result:
-    """Run the steps of one dataset plan on *problem* (``plan.runs`` times, keeping the best)."""
+    """Run the steps of one dataset plan on *problem* (``plan.runs`` times, keeping the best).
+
+    With ``plan.average = k > 1`` the result's object is the mean of the *k*
+    best runs, each aligned to the best one (translation, global phase and
+    twin), which averages out what the data does not determine; its support and
+    history are the best run's, and ``metadata["average_chi2"]`` is the chi^2 of
+    the mean.
+    """
     backend = get_backend(plan.backend, fft=plan.fft, threads=plan.threads)
     for step in plan.steps:
         if backend.name not in step.algorithm.backends:
             raise CDIError(f"algorithm '{step.name}' does not run on the {backend.name} backend", step.where)
     report = progress or (lambda **event: None)
     timings = [0.0] * len(plan.steps)
-    best, best_score, scores = None, float("inf"), []
+    best, best_score, scores, kept = None, float("inf"), [], []
     for r in range(plan.runs):
         # run 0 is exactly the single-run result for this seed; later runs get their own streams
         rng = np.random.default_rng(plan.seed if r == 0 else [plan.seed or 0, r])
@@ -131,16 +166,22 @@ def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
         scores.append(score)
         if best is None or score < best_score:
             best, best_score = state, score
+        if plan.average > 1:
+            kept.append((score, r, backend.to_numpy(state.obj).astype(np.complex64, copy=False)))
     steps = [{"step": i, "algorithm": st.name, "plugin": st.algorithm.plugin, "params": dict(st.params),
               "seconds": timings[i - 1]} for i, st in enumerate(plan.steps, start=1)]
     obj = backend.to_numpy(best.obj).astype(np.complex64, copy=False)
     support = backend.to_numpy(best.support).astype(bool, copy=False)
     metadata = {**problem.metadata, "source": problem.source, "backend": backend.name,
                 "fft": backend.fft_engine, "threads": backend.threads_for(problem.intensity.size),
-                "seed": plan.seed, "runs": plan.runs}
+                "seed": plan.seed, "runs": plan.runs, "postprocess": dict(plan.postprocess)}
     if plan.runs > 1:
         metadata["run_scores"] = scores
         metadata["best_run"] = int(np.argmin(scores)) + 1
+    if plan.average > 1:
+        obj, metadata["averaged_runs"] = _average(kept, plan.average)
+        from .metrics import chi2
+        metadata["average_chi2"] = chi2(obj, problem.intensity, problem.unconstrained)
     return Result(obj=obj, support=support, history=list(best.history), timings=timings, steps=steps,
                   intensity=np.array(problem.intensity), mask=np.array(problem.mask), metadata=metadata,
                   truth=None if problem.truth is None else np.array(problem.truth),

@@ -11,19 +11,23 @@ Shape of a recipe (every key but ``steps`` optional)::
       dataset: /entry_1/data_1/data   # HDF5 only
       mask: mask.npy            #   True/non-zero = not measured
       free_fraction: 0.0        #   held-out pixels for an unbiased chi2_free
+      prepare: {threshold: 2, centre: max, shape: auto}   # see cdi_plugins.prepare
     # data: {simulate: {shape: 64, seed: 1}}     ... or a simulated crystal
     backend: auto               # auto | numpy | cupy
     fft: auto                   # auto | pyfftw | scipy | cupy
     threads: null               # CPU FFT threads (null: all cores)
     seed: 0                     # random start; same seed -> same result
     runs: 1                     # independent random starts; the lowest final chi2 is kept
+    average: 1                  # average the k best runs (aligned to the best) instead of keeping one
     params:                     # defaults per algorithm for every step below
       hio: {beta: 0.9}
     steps: "3*(20*ER+180*HIO)+20*ER"   # cohere's sequence string, or a list:
     # steps:
     #   - {algorithm: hio, iterations: 200, beta: 0.9}
     #   - {repeat: 3, steps: [{algorithm: er, iterations: 20}, {sequence: "180*HIO"}]}
-    output: {path: result.cxi, overwrite: false}
+    geometry: {hkl: [1, 1, 1], lattice_constant: 4.078, energy: 9.0, voxel_size: 10}  # see postprocess
+    postprocess: {remove_ramp: true, unwrap: true}
+    output: {path: result.cxi, overwrite: false, png: result.png, vti: result.vti}
     datasets:                   # several datasets, each with its own overrides
       - {name: a, data: {path: a.tif}}
       - {name: b, data: {path: b.tif}, set: {"params.hio.beta": 0.7}}
@@ -42,15 +46,20 @@ import yaml
 from .backend import BACKENDS, FFT_ENGINES
 from .errors import CDIError
 from .params import Param, ParamModel, suggest
+from .postprocess import POSTPROCESS, validate_geometry
+from .prepare import PREPARE_KEYS, validate_prepare
 from .registry import AlgorithmSpec, Registry, get_registry
 
 __all__ = ["Recipe", "Step", "DatasetPlan", "load_recipe", "parse_sequence", "apply_set", "parse_set"]
 
-TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", "runs", "params", "steps",
-            "output", "datasets")
-DATA_KEYS = ("path", "dataset", "mask", "mask_dataset", "simulate", "free_fraction")
-OUTPUT_KEYS = ("path", "overwrite")
-DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "runs", "params", "steps", "output", "set")
+TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", "runs", "average", "params",
+            "steps",
+            "geometry", "postprocess", "output", "datasets")
+DATA_KEYS = ("path", "dataset", "mask", "mask_dataset", "simulate", "free_fraction", "prepare")
+OUTPUT_KEYS = ("path", "overwrite", "png", "vti")
+DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "runs", "average", "params", "steps",
+                "geometry",
+                "postprocess", "output", "set")
 
 SIMULATE = ParamModel([
     Param("shape", "int", 64, "array size per axis", low=16, high=1024),
@@ -359,6 +368,10 @@ class DatasetPlan:
     doc: dict  # the effective recipe for this dataset (after merges and overrides)
     base_dir: str
     source: str
+    average: int = 1  # average the k best runs
+    geometry: dict | None = None  # validated Bragg geometry (cdi_plugins.postprocess.validate_geometry)
+    postprocess: dict = dataclasses.field(default_factory=dict)
+    prepare_where: dict = dataclasses.field(default_factory=dict)  # recipe location of each data.prepare key
 
     @property
     def iterations(self) -> int:
@@ -594,6 +607,12 @@ def _validate_dataset(doc, where, name, source, base_dir, registry, check_backen
         if not isinstance(sim, dict):
             raise CDIError("data.simulate must be a mapping", dwhere.text("simulate"))
         data["simulate"] = SIMULATE.validate(dict(sim), lambda key=None: swhere.text(key))
+    prepare_where: dict = {}
+    if data.get("prepare") is not None:
+        pw = dwhere.child("prepare", data["prepare"])
+        data["prepare"] = validate_prepare(data["prepare"], lambda key=None: pw.text(key) if key else pw.text())
+        prepare_where = {k: pw.text(k) for k in PREPARE_KEYS}
+        prepare_where[None] = pw.text()
     ff = data.get("free_fraction", 0.0)
     data["free_fraction"] = Param("free_fraction", "float", 0.0, low=0, high=0.5, high_open=True).check(
         ff, dwhere.text("free_fraction"))
@@ -603,6 +622,9 @@ def _validate_dataset(doc, where, name, source, base_dir, registry, check_backen
     threads = _int_or_none(doc.get("threads"), where.text("threads"), "threads", 1)
     seed = _int_or_none(doc.get("seed", 0), where.text("seed"), "seed", 0)
     runs = _int_or_none(doc.get("runs", 1), where.text("runs"), "runs", 1) or 1
+    average = _int_or_none(doc.get("average", 1), where.text("average"), "average", 1) or 1
+    if average > runs:
+        raise CDIError(f"average = {average} needs at least as many runs (runs = {runs})", where.text("average"))
     resolved_backend = None
     if check_backend:
         from .backend import get_backend
@@ -617,6 +639,20 @@ def _validate_dataset(doc, where, name, source, base_dir, registry, check_backen
         raise CDIError("output.path must be a string", where.child("output").text("path"))
     if not isinstance(output.get("overwrite", False), bool):
         raise CDIError("output.overwrite must be true or false", where.child("output").text("overwrite"))
+    for key, ext in (("png", ".png"), ("vti", ".vti")):
+        if output.get(key) is not None and (not isinstance(output[key], str)
+                                            or not output[key].lower().endswith(ext)):
+            raise CDIError(f"output.{key} must be a file name ending in {ext}, got {output[key]!r}",
+                           where.child("output").text(key))
+    # Bragg geometry and post-processing (used for the pictures and the VTK file)
+    gwhere = where.child("geometry")
+    geometry = validate_geometry(doc.get("geometry"), lambda key=None: gwhere.text(key) if key else gwhere.text())
+    post = doc.get("postprocess") or {}
+    ppwhere = where.child("postprocess")
+    if not isinstance(post, dict):
+        raise CDIError("postprocess must be a mapping (remove_ramp: true, unwrap: true, ...)",
+                       where.text("postprocess"))
+    post = POSTPROCESS.validate(dict(post), lambda key=None: ppwhere.text(key) if key else ppwhere.text())
     # per-algorithm defaults
     defaults = doc.get("params") or {}
     pwhere = where.child("params")
@@ -635,7 +671,8 @@ def _validate_dataset(doc, where, name, source, base_dir, registry, check_backen
     steps: list[Step] = []
     _expand(doc["steps"], where, "steps", defaults, registry, steps, resolved_backend, depth=0)
     return DatasetPlan(name=name, data=data, backend=backend, fft=fft, threads=threads, seed=seed, runs=runs,
-                       steps=steps, output=dict(output), doc=_plain(doc), base_dir=base_dir, source=source)
+                       steps=steps, output=dict(output), doc=_plain(doc), base_dir=base_dir, source=source,
+                       average=average, geometry=geometry, postprocess=post, prepare_where=prepare_where)
 
 
 def _make_step(alg_name, values: dict, defaults: dict, registry, where_fn, where_alg: str,

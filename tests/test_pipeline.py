@@ -254,3 +254,24 @@ def test_missing_and_unknown_format_files(tmp_path):
     (tmp_path / "d.xyz").write_text("1 2 3")
     with pytest.raises(CDIError, match=r"d\.xyz: unsupported file type '\.xyz'"):
         cdi_plugins.run(recipe("5*ER"), data=tmp_path / "d.xyz")
+
+
+# --------------------------------------------------------------------------- averaging the best runs
+
+
+def test_average_of_the_best_runs():
+    r = cdi_plugins.run(recipe("10*ER+20*HIO+10*ER", runs=3, average=2))
+    md = r.metadata
+    assert len(md["averaged_runs"]) == 2 and md["averaged_runs"][0] == md["best_run"]
+    best = cdi_plugins.run(recipe("10*ER+20*HIO+10*ER", runs=3))
+    # history and support are the best run's; the object is the mean of the two best, aligned
+    assert r.history == best.history
+    np.testing.assert_array_equal(r.support, best.support)
+    assert not np.array_equal(r.obj, best.obj) and r.obj.dtype == np.complex64
+    assert compare_to_truth(r.obj, best.obj)["error"] < 0.5
+    assert md["average_chi2"] > 0 and r.error() < 0.3
+
+
+def test_average_needs_enough_runs():
+    with pytest.raises(CDIError, match=r"average = 3 needs at least as many runs \(runs = 2\)"):
+        cdi_plugins.run(recipe(runs=2, average=3))

@@ -6,7 +6,8 @@ located at the file name.
 
 from .atomic import atomic_path, check_writable
 from .cxi import load_cxi, write_cxi
-from .readers import SUPPORTED_EXTENSIONS, read_array, read_intensity
+from .readers import SUPPORTED_EXTENSIONS, read_array, read_intensity, tiff_frames
+from .vtk import read_vti, write_vti
 
-__all__ = ["read_array", "read_intensity", "write_cxi", "load_cxi", "atomic_path",
-           "check_writable", "SUPPORTED_EXTENSIONS"]
+__all__ = ["read_array", "read_intensity", "tiff_frames", "write_cxi", "load_cxi", "write_vti", "read_vti",
+           "atomic_path", "check_writable", "SUPPORTED_EXTENSIONS"]

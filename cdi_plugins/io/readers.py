@@ -1,4 +1,4 @@
-"""Read diffraction patterns from NumPy, TIFF and HDF5/CXI files.
+"""Read diffraction patterns from NumPy, TIFF (a stack or a folder of frames) and HDF5/CXI files.
 
 Every problem a user can cause (a missing file, a wrong extension, a corrupt
 file, a dataset that is not there, a 2-D image where a 3-D pattern is needed)
@@ -9,12 +9,13 @@ name.  Files are opened read-only and never modified.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
 from ..errors import CDIError
 
-__all__ = ["read_array", "read_intensity", "SUPPORTED_EXTENSIONS"]
+__all__ = ["read_array", "read_intensity", "tiff_frames", "SUPPORTED_EXTENSIONS"]
 
 NUMPY_EXTENSIONS = (".npy", ".npz")
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -173,6 +174,53 @@ def _read_tiff(p: str, loc: str, dataset: str | None) -> np.ndarray:
     return arr
 
 
+def _natural_key(name: str):
+    """'frame_2.tif' sorts before 'frame_10.tif'."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def tiff_frames(folder) -> list[str]:
+    """The TIFF files of *folder* in frame order (natural sort: 2 before 10); hidden files are skipped."""
+    names = [n for n in os.listdir(folder)
+             if not n.startswith(".") and _extension(n) in TIFF_EXTENSIONS
+             and os.path.isfile(os.path.join(folder, n))]
+    return [os.path.join(folder, n) for n in sorted(names, key=_natural_key)]
+
+
+def _read_tiff_folder(p: str, loc: str, dataset: str | None) -> np.ndarray:
+    import tifffile
+
+    if dataset is not None:
+        raise CDIError(f"dataset {dataset!r} was given but a folder of TIFF frames has no named "
+                       "datasets; leave dataset out", loc)
+    try:
+        frames = tiff_frames(p)
+    except OSError as exc:
+        raise CDIError(f"cannot list the directory ({exc.strerror or exc})", loc) from None
+    if not frames:
+        raise CDIError("is a directory with no .tif/.tiff frames; give a data file or a folder of "
+                       "TIFF frames (one 2-D image per file)", loc)
+    pages, first = [], None
+    for f in frames:
+        name = os.path.basename(f)
+        try:
+            img = np.asarray(tifffile.imread(f))
+        except Exception as exc:
+            raise CDIError(f"frame {name}: cannot read as a TIFF file ({_describe(exc)})", loc) from None
+        while img.ndim > 2 and 1 in img.shape:
+            img = img.squeeze(axis=img.shape.index(1))
+        if img.ndim != 2:
+            raise CDIError(f"frame {name} holds a {img.ndim}-D array of shape {img.shape}; a folder "
+                           "of frames needs one 2-D image per file", loc)
+        if first is None:
+            first = (name, img.shape, img.dtype)
+        elif img.shape != first[1]:
+            raise CDIError(f"frame {name} has shape {img.shape} but {first[0]} has {first[1]}; "
+                           "every frame must have the same shape", loc)
+        pages.append(img)
+    return np.stack(pages)
+
+
 # --------------------------------------------------------------------------- HDF5
 
 def _open_h5(p: str, loc: str):
@@ -257,7 +305,9 @@ def read_array(path, *, dataset: str | None = None) -> np.ndarray:
     ----------
     path : str or os.PathLike
         ``.npy``, ``.npz``, ``.tif``/``.tiff`` or ``.h5``/``.hdf5``/``.cxi``/``.nxs``
-        (case-insensitive).
+        (case-insensitive), or a folder of TIFF frames (one 2-D image per
+        file, stacked along axis 0 in natural order: ``frame_2`` before
+        ``frame_10``; other files in the folder are ignored).
     dataset : str, optional
         For ``.npz``: the array name (needed when the archive holds more than
         one).  For HDF5: the dataset path.  Without it an HDF5 file is searched
@@ -279,6 +329,8 @@ def read_array(path, *, dataset: str | None = None) -> np.ndarray:
         the dataset cannot be found (the message lists what is there).
     """
     loc = str(path)
+    if os.path.isdir(os.fspath(path)):
+        return _read_tiff_folder(os.fspath(path), loc, dataset)
     p = check_input_file(path)
     ext = _extension(p)
     if ext in NUMPY_EXTENSIONS:

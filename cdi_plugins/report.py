@@ -1,0 +1,141 @@
+"""Judge a result and write what a person looks at: numbers, a PNG and a VTK file.
+
+:func:`summarize` gives the numbers that say whether a reconstruction of real
+data (no truth known) can be trusted: how far chi^2 fell, how compact the
+support is.  :func:`report` post-processes a result
+(:func:`cdi_plugins.postprocess.postprocess`) and writes the picture
+(:func:`cdi_plugins.plots.write_png`) and the ``.vti`` file
+(:func:`cdi_plugins.io.write_vti`).  :func:`compare` measures how well two
+reconstructions of the same data agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import CDIError
+from .metrics import agreement, support_stats
+from .postprocess import POSTPROCESS, Geometry, Processed, postprocess
+
+__all__ = ["summarize", "report", "compare", "format_summary"]
+
+
+def summarize(result) -> dict:
+    """Convergence and compactness of a result.
+
+    Returns
+    -------
+    dict
+        ``chi2_start``, ``chi2_end`` (first and last history record),
+        ``chi2_ratio`` (end / start), ``iterations``, and the
+        :func:`~cdi_plugins.metrics.support_stats` of the support
+        (``support_fraction``, ``components``, ``largest``).
+    """
+    hist = list(result.history or [])
+    start = float(hist[0]["chi2"]) if hist and "chi2" in hist[0] else math.nan
+    end = float(hist[-1]["chi2"]) if hist and "chi2" in hist[-1] else math.nan
+    st = support_stats(result.support)
+    return {"chi2_start": start, "chi2_end": end,
+            "chi2_ratio": end / start if start and math.isfinite(start) else math.nan,
+            "iterations": len(hist), "support_fraction": st["fraction"], "components": st["components"],
+            "largest": st["largest"]}
+
+
+def format_summary(result, summary: dict | None = None) -> str:
+    """One line: chi^2 start -> end, support fraction and components, averaging, oversampling estimate."""
+    s = summary or summarize(result)
+    line = (f"chi2 {s['chi2_start']:.3e} -> {s['chi2_end']:.3e} (x{s['chi2_ratio']:.2g}) in "
+            f"{s['iterations']} iterations; support {s['support_fraction']:.2%} of the array, "
+            f"{s['components']} connected component{'s' if s['components'] != 1 else ''}")
+    md = result.metadata or {}
+    if md.get("averaged_runs"):
+        line += f"; object = mean of {len(md['averaged_runs'])} runs (chi2 {md['average_chi2']:.3e})"
+    os_ = md.get("oversampling_estimate")
+    if os_:
+        line += f"; oversampling estimate {', '.join(f'{v:.2f}' for v in os_)}"
+    return line
+
+
+def _geometry(result, geometry) -> Geometry | None:
+    if isinstance(geometry, Geometry):
+        return geometry
+    if geometry is None:
+        geometry = (result.metadata or {}).get("geometry")
+    if geometry is None:
+        return None
+    return Geometry.from_dict(geometry)
+
+
+def report(result, *, png=None, vti=None, geometry=None, options: dict | None = None,
+           overwrite: bool = False, protect=(), title: str | None = None) -> Processed:
+    """Post-process *result* and write a PNG and/or a VTK image file.
+
+    Parameters
+    ----------
+    result : Result
+    png, vti : str or os.PathLike, optional
+        Where to write the picture and the ``.vti`` file (atomically).
+    geometry : Geometry or dict, optional
+        Default: the geometry stored with the result (a recipe's ``geometry:``).
+    options : dict, optional
+        :data:`~cdi_plugins.postprocess.POSTPROCESS` options (``remove_ramp``,
+        ``centre``, ``zero_phase``, ``unwrap``, ``crop``, ``margin``); default:
+        those stored with the result, else the defaults.
+    overwrite : bool
+    protect : iterable of paths
+        Input files never to overwrite.
+    title : str, optional
+        Title of the picture.
+
+    Returns
+    -------
+    Processed
+        The maps that were drawn and written.
+
+    Raises
+    ------
+    CDIError
+        For an invalid geometry or option, an empty support, or an output that
+        cannot be written.
+    """
+    geo = _geometry(result, geometry)
+    opts = dict((result.metadata or {}).get("postprocess") or {}) if options is None else dict(options)
+    opts = POSTPROCESS.validate(opts, lambda key=None: f"postprocess.{key}" if key else "postprocess")
+    processed = postprocess(result.obj, result.support, geo, **opts)
+    if png is not None:
+        from .plots import write_png
+        write_png(png, result, processed, overwrite=overwrite, protect=protect, title=title)
+    if vti is not None:
+        from .io import write_vti
+        spacing = processed.voxel_size or (1.0, 1.0, 1.0)
+        origin = [o * d for o, d in zip(processed.origin, spacing)]
+        write_vti(vti, processed.arrays(), spacing=spacing, origin=origin, overwrite=overwrite, protect=protect)
+    return processed
+
+
+def compare(a, b) -> dict:
+    """How well two results (or objects) of the same data agree.
+
+    Parameters
+    ----------
+    a, b : Result or ndarray
+        Reconstructions of the same shape; *a* is aligned onto *b*.
+
+    Returns
+    -------
+    dict
+        :func:`~cdi_plugins.metrics.agreement` (``difference``, ``twin``,
+        ``shift``, ``phase``).
+
+    Raises
+    ------
+    CDIError
+        On a shape mismatch.
+    """
+    oa = getattr(a, "obj", a)
+    ob = getattr(b, "obj", b)
+    if np.shape(oa) != np.shape(ob):
+        raise CDIError(f"the two reconstructions have different shapes {np.shape(oa)} and {np.shape(ob)}")
+    return agreement(oa, ob)
