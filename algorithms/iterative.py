@@ -230,6 +230,10 @@ def _make_run(name: str):
                     raise CDIError("chi^2 became NaN/inf: the reconstruction diverged",
                                    f"step {ctx.step} ({name}), iteration {it + 1}")
                 ctx.progress(step=ctx.step, algorithm=name, iteration=it + 1, total=n, chi2=c)
+        if cx is None and (n - 1) in support_records:
+            # ER's object lies in the support it was projected on; a support updated by the
+            # last iteration must hold it too, or the next step starts from an inconsistent pair.
+            x *= cp
         chi_h = be.to_numpy(chi).astype(np.float64) / dd.norm
         chif_h = None if chi_free is None else be.to_numpy(chi_free).astype(np.float64) / dd.norm_free
         history = list(state.history) if state is not None else []
