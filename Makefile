@@ -19,6 +19,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
+	mkdir -p results
 	$(VENV)/bin/cdi run configs/demo.yaml --out results/demo.cxi --overwrite
 
 test: $(STAMP)

@@ -331,7 +331,18 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _is_recipe(path: str) -> bool:
+    return path.endswith((".yaml", ".yml"))
+
+
 def cmd_compare(args) -> int:
+    kinds = {_is_recipe(p) for p in args.results}
+    if len(kinds) > 1:
+        raise CDIError("give either recipes (.yaml) to run or results (.cxi) to compare, not both")
+    if kinds == {True}:
+        return _compare_recipes(args)
+    if args.data or args.png:
+        raise CDIError("--data and --png apply when comparing recipes (.yaml)")
     from . import load
     from .report import compare, format_summary, summarize
     results = [load(p) for p in args.results]
@@ -345,6 +356,65 @@ def cmd_compare(args) -> int:
             raise e.at(p) from None
         print(f"{p} vs {args.results[0]}: normalised difference after alignment {c['difference']:.4f} "
               f"(twin: {'yes' if c['twin'] else 'no'}, shift {', '.join(f'{v:+.2f}' for v in c['shift'])} voxels)")
+    return 0
+
+
+def _compare_recipes(args) -> int:
+    """Run several recipes on the same data and print one table (and a chi^2-vs-time PNG)."""
+    import yaml
+
+    from .io import check_writable
+    from .pipeline import build_problem, run_plan
+    from .recipe import load_recipe
+
+    data = os.path.abspath(args.data) if args.data else None
+    plans = []
+    for path in args.results:
+        rec = load_recipe(path, overrides=_overrides(args.set), data=data)
+        if len(rec.datasets) != 1:
+            raise CDIError("compare runs recipes with one dataset; pass --data to choose the data", path)
+        plans.append((path, rec.datasets[0]))
+    if data is None:  # without --data every recipe must describe the same measurement
+        ref = plans[0][1]
+        for path, plan in plans[1:]:
+            same = (plan.data.get("simulate") == ref.data.get("simulate")
+                    and plan.data_path("path") == ref.data_path("path"))
+            if not same:
+                raise CDIError(f"this recipe's data differs from {plans[0][0]}'s; pass --data PATH "
+                               "to run every recipe on the same data", path)
+    if args.png:
+        check_writable(args.png, overwrite=args.overwrite)
+    problem = build_problem(plans[0][1], data)
+    results = {}
+    for path, plan in plans:
+        label = os.path.splitext(os.path.basename(path))[0]
+        if label in results:
+            label = path
+        bar = _Progress(plan.iterations * plan.runs, label, enabled=not args.quiet)
+        t0 = time.perf_counter()
+        try:
+            res = run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False), progress=bar)
+        finally:
+            bar.close()
+        res.metadata["wall_seconds"] = time.perf_counter() - t0
+        results[label] = res
+    has_truth = problem.truth is not None
+    w = max(12, max(len(k) for k in results))
+    head = f"{'recipe':<{w}}  {'wall s':>8}  {'iterations':>10}  {'final chi2':>10}"
+    if has_truth:
+        head += f"  {'error vs truth':>14}"
+    print(f"data: {problem.source} {'x'.join(map(str, problem.shape))}")
+    print(head)
+    for label, res in results.items():
+        row = (f"{label:<{w}}  {res.metadata['wall_seconds']:>8.2f}  {res.iterations:>10}  "
+               f"{res.chi2 if res.chi2 is not None else float('nan'):>10.3e}")
+        if has_truth:
+            row += f"  {res.error():>14.4f}"
+        print(row)
+    if args.png:
+        from .plots import write_convergence_png
+        write_convergence_png(args.png, results, overwrite=args.overwrite)
+        print(f"wrote {args.png}")
     return 0
 
 
@@ -410,7 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="convergence and support of results, and how well they agree after alignment")
-    c.add_argument("results", nargs="+", metavar="RESULT", help="result files (.cxi); the first is the reference")
+    c.add_argument("results", nargs="+", metavar="RESULT_OR_RECIPE",
+                   help="result files (.cxi; the first is the reference), or recipes (.yaml) to run on the same data")
+    c.add_argument("--data", metavar="PATH", help="recipes: the data every recipe runs on")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="recipes: override a value in every recipe")
+    c.add_argument("--png", metavar="PATH", help="recipes: write chi^2 against wall time for all recipes")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --png file")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
     return p
 

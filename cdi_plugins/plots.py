@@ -11,7 +11,7 @@ import numpy as np
 from .errors import CDIError
 from .io.atomic import atomic_path
 
-__all__ = ["figure", "write_png"]
+__all__ = ["figure", "write_png", "convergence_figure", "write_convergence_png"]
 
 _AXES = ((1, 2), (0, 2), (0, 1))  # the two in-plane axes of the slice through axis 0, 1, 2
 
@@ -142,5 +142,60 @@ def write_png(path, result, processed, *, overwrite: bool = False, protect=(), t
     with atomic_path(path, overwrite=overwrite, protect=protect) as tmp:
         try:
             fig.savefig(tmp, format="png")
+        except OSError as exc:
+            raise CDIError(f"cannot write the picture ({exc.strerror or exc})", str(path)) from None
+
+
+def iteration_times(result) -> np.ndarray:
+    """Elapsed seconds at the end of each history record.
+
+    A step's wall time is spread evenly over its iterations (per-iteration
+    clocks are not recorded: reading one would cost a GPU sync per iteration).
+    """
+    hist = list(result.history or [])
+    t = np.zeros(len(hist))
+    seconds = {st["step"]: st["seconds"] for st in (result.steps or [])}
+    counts: dict = {}
+    for h in hist:
+        counts[h.get("step")] = counts.get(h.get("step"), 0) + 1
+    elapsed, seen, last_step = 0.0, 0, None
+    for i, h in enumerate(hist):
+        step = h.get("step")
+        if step != last_step:
+            if last_step is not None:
+                elapsed += seconds.get(last_step, 0.0)
+            last_step, seen = step, 0
+        seen += 1
+        t[i] = elapsed + seconds.get(step, 0.0) * seen / counts[step]
+    return t
+
+
+def convergence_figure(curves: dict, *, title: str = "chi^2 against time"):
+    """chi^2 against wall time for several results: ``{label: Result}``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for label, result in curves.items():
+        chi = np.array([h.get("chi2", np.nan) for h in result.history], dtype=float)
+        ax.plot(iteration_times(result), chi, label=label, lw=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("wall time (s)")
+    ax.set_ylabel("chi^2")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def write_convergence_png(path, curves: dict, *, overwrite: bool = False, protect=()) -> None:
+    """Write :func:`convergence_figure` as a PNG, atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = convergence_figure(curves)
+    FigureCanvasAgg(fig)
+    with atomic_path(path, overwrite=overwrite, protect=protect) as tmp:
+        try:
+            fig.savefig(tmp, format="png", dpi=110)
         except OSError as exc:
             raise CDIError(f"cannot write the picture ({exc.strerror or exc})", str(path)) from None
