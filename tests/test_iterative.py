@@ -145,10 +145,3 @@ def test_best_of_several_runs_keeps_the_lowest_chi2():
     single = cdi_plugins.run({**recipe, "runs": 1})
     assert single.chi2 == pytest.approx(scores[0])  # run 1 of many is the single run
 
-
-def test_er_hands_on_an_object_inside_its_support(problem):
-    # 40 iterations with a support update every 20: the last iteration changes the support
-    s = _run("er", problem, _run("hio", problem, iterations=50), iterations=40, shrink_wrap_period=20)
-    assert s.history[-1].get("support_fraction") is not None
-    obj, sup = np.asarray(s.obj), np.asarray(s.support)
-    assert np.abs(obj[~sup]).max() == 0
