@@ -2,9 +2,9 @@
 # `make demo` and `make test` create it on first use (python3 -m venv + pip).
 VENV   ?= .venv
 PYTHON ?= python3
-# CPU build by default; on a GPU machine: make TORCH=torch EXTRAS=fast,test,gpu
+# CPU build by default; on a GPU machine: make TORCH=torch EXTRAS=fast,test,cohere,gpu
 TORCH  ?= torch==2.13.0
-EXTRAS ?= fast,test
+EXTRAS ?= fast,test,cohere
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 

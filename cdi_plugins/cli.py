@@ -169,6 +169,9 @@ def cmd_run(args) -> int:
         protect = [p for p in (dpath, plan.data_path("path"), plan.data_path("mask")) if p]
         for p in (path, *extra.values()):
             check_writable(p, overwrite=overwrite, protect=protect)
+        cdir = _cohere_dir(plan, dpath, len(jobs))
+        if cdir and os.path.lexists(cdir) and not overwrite:
+            raise CDIError("exists; pass --overwrite to replace it", cdir)
     for plan, dpath, path, overwrite, extra in jobs:
         protect = [p for p in (dpath, plan.data_path("path"), plan.data_path("mask")) if p]
         problem = build_problem(plan, dpath)
@@ -183,8 +186,40 @@ def cmd_run(args) -> int:
         if extra:
             from .report import report
             report(result, png=extra.get("png"), vti=extra.get("vti"), overwrite=overwrite, protect=protect)
+        cdir = _cohere_dir(plan, dpath, len(jobs))
+        if cdir:
+            from .io.cohere import write_cohere_results
+            write_cohere_results(result, cdir, overwrite=overwrite)
         if not args.quiet:
-            print(_summary(result, path, wall, list(extra.values())), flush=True)
+            print(_summary(result, path, wall, list(extra.values()) + ([cdir + "/"] if cdir else [])), flush=True)
+    return 0
+
+
+def _cohere_dir(plan, dpath, njobs):
+    """output.cohere_dir for this run ({dataset} replaced; made unique when several runs share it)."""
+    template = plan.output.get("cohere_dir")
+    if not template:
+        return None
+    name = plan.name if dpath is None else os.path.splitext(os.path.basename(dpath))[0]
+    path = template.replace("{dataset}", name)
+    if njobs > 1 and "{dataset}" not in template:
+        path = f"{path.rstrip('/')}_{name}"
+    return path
+
+
+def cmd_import_cohere(args) -> int:
+    from .io.cohere import import_cohere_experiment
+    exp = args.experiment
+    out = args.out or os.path.basename(os.path.abspath(exp)) + ".yaml"
+    unsupported = import_cohere_experiment(exp, out, engine=args.engine, overwrite=args.overwrite)
+    stem = os.path.splitext(out)[0]
+    print(f"wrote {out} and {stem}_data.npy (engine {args.engine})")
+    if unsupported:
+        print("config_rec keys not carried over (or only approximately):")
+        for key, why in unsupported:
+            print(f"  {key}: {why}")
+    else:
+        print("every config_rec key was carried over")
     return 0
 
 
@@ -478,6 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--margin", type=int, metavar="N", help="voxels kept around the support when cropping (default 4)")
     rp.add_argument("--overwrite", action="store_true")
     rp.set_defaults(func=cmd_report)
+
+    ic = sub.add_parser("import-cohere", help="turn a cohere experiment (conf/config_rec + data) into a recipe")
+    ic.add_argument("experiment", metavar="EXPERIMENT_DIR", help="cohere experiment folder (with conf/config_rec)")
+    ic.add_argument("--out", metavar="RECIPE", help="recipe to write (default: <experiment name>.yaml here)")
+    ic.add_argument("--engine", choices=("ours", "cohere"), default="ours",
+                    help="ours: er/hio/raar steps; cohere: one step running cohere-core itself")
+    ic.add_argument("--overwrite", action="store_true")
+    ic.set_defaults(func=cmd_import_cohere)
 
     c = sub.add_parser("compare", help="convergence and support of results, and how well they agree after alignment")
     c.add_argument("results", nargs="+", metavar="RESULT_OR_RECIPE",

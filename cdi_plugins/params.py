@@ -17,7 +17,7 @@ from .errors import CDIError
 
 __all__ = ["Param", "ParamModel", "suggest"]
 
-_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list}  # list: of numbers
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:
@@ -35,7 +35,8 @@ class Param:
     Parameters
     ----------
     name : str
-    type : {"int", "float", "bool", "str"}
+    type : {"int", "float", "bool", "str", "list"}
+        ``list`` is a list of finite numbers (e.g. cohere's triggers ``[1, 1]``).
     default : object
         Used when a recipe leaves the parameter out.  ``None`` with
         ``nullable=True`` means "not set".
@@ -98,6 +99,11 @@ class Param:
             value = float(value)
             if not math.isfinite(value):
                 raise CDIError(f"'{self.name}' must be finite, got {value!r}", where)
+        elif t == "list":
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not all(
+                    isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+                raise CDIError(f"'{self.name}' must be a list of numbers, got {value!r}", where)
+            value = [int(v) if isinstance(v, numbers.Integral) else float(v) for v in value]
         elif t == "str":
             if not isinstance(value, str):
                 raise CDIError(f"'{self.name}' must be a string, got {value!r}", where)

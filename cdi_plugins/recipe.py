@@ -28,6 +28,7 @@ Shape of a recipe (every key but ``steps`` optional)::
     geometry: {hkl: [1, 1, 1], lattice_constant: 4.078, energy: 9.0, voxel_size: 10}  # see postprocess
     postprocess: {remove_ramp: true, unwrap: true}
     output: {path: result.cxi, overwrite: false, png: result.png, vti: result.vti}
+    # output.cohere_dir: results in cohere's results_phasing layout (image.npy, support.npy, errors)
     datasets:                   # several datasets, each with its own overrides
       - {name: a, data: {path: a.tif}}
       - {name: b, data: {path: b.tif}, set: {"params.hio.beta": 0.7}}
@@ -56,7 +57,7 @@ TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", 
             "steps",
             "geometry", "postprocess", "output", "datasets")
 DATA_KEYS = ("path", "dataset", "mask", "mask_dataset", "simulate", "free_fraction", "prepare")
-OUTPUT_KEYS = ("path", "overwrite", "png", "vti")
+OUTPUT_KEYS = ("path", "overwrite", "png", "vti", "cohere_dir")
 DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "runs", "average", "params", "steps",
                 "geometry",
                 "postprocess", "output", "set")
@@ -644,6 +645,9 @@ def _validate_dataset(doc, where, name, source, base_dir, registry, check_backen
                                             or not output[key].lower().endswith(ext)):
             raise CDIError(f"output.{key} must be a file name ending in {ext}, got {output[key]!r}",
                            where.child("output").text(key))
+    if output.get("cohere_dir") is not None and (not isinstance(output["cohere_dir"], str) or not output["cohere_dir"]):
+        raise CDIError(f"output.cohere_dir must be a folder name, got {output['cohere_dir']!r}",
+                       where.child("output").text("cohere_dir"))
     # Bragg geometry and post-processing (used for the pictures and the VTK file)
     gwhere = where.child("geometry")
     geometry = validate_geometry(doc.get("geometry"), lambda key=None: gwhere.text(key) if key else gwhere.text())
