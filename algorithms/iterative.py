@@ -219,7 +219,11 @@ def _make_run(name: str):
                 x += tmp
             if period and (it + 1) % period == 0:
                 sigma = sig0 + (sig1 - sig0) * (it / max(1, n - 1))
-                s = shrink_wrap(be, x, sigma, params["shrink_wrap_threshold"])
+                # HIO/RAAR: from the modulus projection p, not the iterate, whose feedback makes
+                # it large outside S: its maximum then sets the threshold and the support collapses
+                # (seen at 128^3). ER: from the object itself (p confined to S), which keeps the
+                # support tight around small crystals.
+                s = shrink_wrap(be, p if cx is not None else x, sigma, params["shrink_wrap_threshold"])
                 frac = float(s.sum()) / s.size
                 _guard(frac, params, ctx, name, it + 1)
                 cx, cp = coefficients(s)

@@ -24,9 +24,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def small_crystal():
-    """A 32^3 noise-free simulated crystal (dict from simulate_crystal)."""
+    """A 40^3 noise-free simulated crystal (dict from simulate_crystal)."""
     from cdi_plugins.simulate import simulate_crystal
-    return simulate_crystal(32, seed=0, counts=1e9, noise=False)
+    return simulate_crystal(40, seed=1, counts=1e9, noise=False)
 
 
 REAL_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "au_3dcdinn_ft_crop_64.tif")

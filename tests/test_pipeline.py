@@ -186,7 +186,7 @@ def test_same_seed_same_result_different_seed_different_result(result):
 
 @pytest.mark.parametrize("noise", [True, False], ids=["poisson-noise", "noise-free"])
 def test_cohere_recipe_recovers_a_simulated_crystal(noise):
-    res = cdi_plugins.run(recipe(COHERE, simulate={"noise": noise}))
+    res = cdi_plugins.run(recipe(COHERE, simulate={"noise": noise, "shape": 48}))
     assert len(res.history) == 620 and len(res.timings) == 7
     cmp = compare_to_truth(res.obj, res.truth)
     assert cmp["error"] < 0.10, cmp
