@@ -531,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace an existing --png file")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
+
+    from .nn_cli import add_parsers as add_nn_parsers  # simulate-set, train, nn-eval, nn-bench
+    add_nn_parsers(sub)
     return p
 
 

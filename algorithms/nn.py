@@ -1,0 +1,146 @@
+"""``nn``: the 3D-CDI-NN neural predictor (Chan et al., Appl. Phys. Rev. 8, 021407, 2021) as a step.
+
+The step works on a pattern of any size: it estimates the oversampling from the intensity
+autocorrelation, crops the pattern around the Bragg peak and interpolates it onto the network's 32^3
+grid so that the smallest per-axis oversampling equals the one the weights were trained at, predicts
+amplitude and phase, and maps the object back onto the data's own grid by Fourier interpolation.  The
+returned State holds that object (scaled to the measured photon count) and a support, so a following
+HIO/ER/AD step continues at full resolution.
+
+This module reaches the framework only through its public API (``cdi_plugins`` and the documented
+``cdi_plugins.nn_model`` / ``cdi_plugins.metrics`` modules), exactly as a third-party plugin would.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
+
+DEFAULT_WEIGHTS = "au32_w025"
+
+PARAMS = [
+    Param("weights", "str", DEFAULT_WEIGHTS, "built-in weights name or a .pt file written by `cdi train`"),
+    Param("device", "str", "auto", "where the network runs: auto (CUDA if available), cpu or cuda",
+          choices=("auto", "cpu", "cuda")),
+    Param("support_threshold", "float", 0.15,
+          "support = predicted amplitude above this fraction of its maximum (loose: HIO needs the whole crystal)",
+          low=0, high=1, low_open=True, high_open=True),
+    Param("oversampling", "float", None,
+          "smallest-axis oversampling of the data (null: estimated from the autocorrelation)",
+          low=1.0, low_open=True, nullable=True),
+    Param("target_oversampling", "float", None,
+          "oversampling fed to the network (null: the value recorded in the weights)", low=1.0, low_open=True,
+          nullable=True),
+]
+
+_models: dict = {}
+_lock = threading.Lock()
+
+
+def _model(weights: str, device: str):
+    from cdi_plugins.nn_model import load_weights, resolve_device
+    dev = resolve_device(device)
+    key = (weights, dev)
+    with _lock:
+        if key not in _models:
+            model, meta = load_weights(weights, dev)
+            if dev == "cpu":
+                import torch
+                model = model.to(memory_format=torch.channels_last_3d)   # faster oneDNN 3-D convolutions
+            _models[key] = (model, meta)
+    return _models[key] + (dev,)
+
+
+def predict(intensity, mask=None, *, weights: str = DEFAULT_WEIGHTS, device: str = "auto",
+            oversampling=None, target_oversampling=None) -> dict:
+    """Predict the object of a centred pattern of any shape; returns a dict.
+
+    Keys: ``obj`` (complex64 on the data grid, unit-ish amplitude), ``amplitude`` and ``phase`` (the raw
+    32^3 prediction), ``input`` (the 32^3 network input), ``crop`` (pattern pixels kept per axis),
+    ``oversampling`` (estimated, per axis), ``target`` (fed to the network), ``seconds`` (network only).
+    """
+    import time
+
+    import torch
+
+    from cdi_plugins.nn_model import estimate_oversampling, from_network, to_network
+    model, meta, dev = _model(weights, device)
+    size = int(meta["arch"]["size"])
+    target = float(target_oversampling or meta.get("oversampling_target") or 2.0)
+    inten = np.asarray(intensity, dtype=np.float32)
+    os_ = estimate_oversampling(inten, mask)
+    if oversampling is not None:
+        scale = float(oversampling) / min(os_)
+        os_ = tuple(o * scale for o in os_)
+    x, c, _ = to_network(inten, mask, target=target, size=size, oversampling=os_)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        xt = torch.from_numpy(x)[None, None].to(dev)
+        if dev == "cpu":
+            xt = xt.contiguous(memory_format=torch.channels_last_3d)
+        a, p = model(xt)
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+    amp = a[0].cpu().numpy().astype(np.float32)
+    phase = p[0].cpu().numpy().astype(np.float32)
+    obj32 = (amp * np.exp(1j * phase)).astype(np.complex64)
+    obj = from_network(obj32, inten.shape, c)
+    return {"obj": obj, "amplitude": amp, "phase": phase, "input": x, "crop": c, "oversampling": os_,
+            "target": target, "seconds": dt}
+
+
+def run_nn(problem, state, params, ctx):
+    from cdi_plugins.metrics import chi2
+    pred = predict(problem.intensity, problem.mask, weights=params["weights"], device=params["device"],
+                   oversampling=params["oversampling"], target_oversampling=params["target_oversampling"])
+    obj = pred["obj"]
+    amp = np.abs(obj)
+    if not np.isfinite(obj).all() or amp.max() <= 0:
+        raise CDIError("the network predicted an empty object; check that the Bragg peak is at the array "
+                       "centre and the pattern is oversampled", f"step {ctx.step} (nn)")
+    support = amp > params["support_threshold"] * amp.max()
+    # Parseval: give the prediction the energy of the measured pattern (sum |F|^2 = N sum |obj|^2)
+    measured = ~problem.mask
+    energy = float(np.sum(problem.intensity[measured], dtype=np.float64))
+    own = float(np.sum(amp.astype(np.float64) ** 2)) * obj.size
+    if own > 0:
+        obj = (obj * np.float32(math.sqrt(energy / own))).astype(np.complex64)
+    c2 = chi2(obj, problem.intensity, problem.mask)
+    ctx.logger.info("nn: oversampling %s -> crop %d -> %d^3 at %.2f, network %.1f ms",
+                    ", ".join(f"{o:.2f}" for o in pred["oversampling"]), pred["crop"], pred["input"].shape[0],
+                    pred["target"], pred["seconds"] * 1e3)
+    ctx.progress(step=ctx.step, algorithm="nn", iteration=1, total=1, chi2=c2)
+    history = list(state.history) if state is not None else []
+    history.append({"step": ctx.step, "algorithm": "nn", "iteration": 1, "chi2": c2,
+                    "support_fraction": float(support.mean()),
+                    "oversampling": [float(o) for o in pred["oversampling"]], "crop": int(pred["crop"]),
+                    "network_seconds": float(pred["seconds"])})
+    be = ctx.backend
+    return State(obj=be.asarray(obj), support=be.asarray(support), history=history,
+                 provenance=list(state.provenance) if state is not None else [])
+
+
+def _unavailable() -> str | None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "needs PyTorch: pip install torch"
+    return None
+
+
+def specs() -> list[AlgorithmSpec]:
+    return [AlgorithmSpec(
+        name="nn", kind="predictor",
+        summary="3D-CDI-NN (Chan et al. 2021): amplitude and phase from sqrt(I) in one network pass",
+        params=PARAMS, run=run_nn, backends=("numpy", "cupy"), unavailable=_unavailable())]
+
+
+@hookimpl
+def cdi_register_algorithms(register):
+    for spec in specs():
+        register(spec)
