@@ -50,7 +50,8 @@ def outputs(tmp_path_factory):
     assert rc == 0
     return {"dir": d / "results", "input_before": before,
             "hio": cdi_plugins.load(d / "results" / "real_au_hio.cxi"),
-            "raar": cdi_plugins.load(d / "results" / "real_au_raar.cxi")}
+            "raar": cdi_plugins.load(d / "results" / "real_au_raar.cxi"),
+            "nn_ad": cdi_plugins.load(d / "results" / "real_au_nn_ad.cxi")}
 
 
 @pytest.mark.parametrize("name", ["hio", "raar"])
@@ -63,11 +64,22 @@ def test_reconstruction_converges(outputs, name):
     assert first[-1] < 0.1 * first[0]                 # the first ER alone already falls by 10x
 
 
-@pytest.mark.parametrize("name", ["hio", "raar"])
+@pytest.mark.parametrize("name", ["hio", "raar", "nn_ad"])
 def test_support_is_one_compact_object(outputs, name):
     s = summarize(outputs[name])
     assert s["components"] == 1, s
     assert 0.002 < s["support_fraction"] < 0.05, s
+
+
+def test_nn_ad_pipeline_converges_near_the_iterative_result(outputs):
+    s = summarize(outputs["nn_ad"])
+    assert [st["algorithm"] for st in outputs["nn_ad"].steps] == ["nn", "ad"]
+    assert s["chi2_end"] < 0.1 * s["chi2_start"], s
+    c = compare(outputs["nn_ad"], outputs["hio"])
+    print(f"\nreal_au: normalised difference nn_ad vs hio after alignment: {c['difference']:.4f}")
+    # measured 0.40: short of the 0.3 the iterative pair reaches (the network saw only simulated
+    # 32^3 crystals); this bound guards against it getting worse
+    assert c["difference"] < 0.5
 
 
 def test_the_two_reconstructions_agree(outputs):
