@@ -115,7 +115,7 @@ import weakref
 import numpy as np
 
 from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
-from cdi_plugins.support import autocorrelation_support
+from cdi_plugins.support import autocorrelation_support, check_support_fraction
 
 NAME = "ad"
 LOSSES = ("amplitude", "poisson", "max_normalised")
@@ -543,14 +543,7 @@ def _guard(frac: float, params: dict, ctx, it: int) -> None:
                        f"support_max_fraction] = [{params['support_min_fraction']:g}, "
                        f"{params['support_max_fraction']:g}]; change autocorrelation_threshold or the "
                        "incoming support", f"step {ctx.step} ({NAME})")
-    if frac < params["support_min_fraction"]:
-        raise CDIError(f"the support collapsed to {frac:.2e} of the array (below support_min_fraction "
-                       f"{params['support_min_fraction']:g}); lower shrink_wrap_threshold or raise "
-                       "shrink_wrap_sigma", where)
-    if frac > params["support_max_fraction"]:
-        raise CDIError(f"the support grew to {frac:.2f} of the array (above support_max_fraction "
-                       f"{params['support_max_fraction']:g}); raise shrink_wrap_threshold or check the "
-                       "data's oversampling", where)
+    check_support_fraction(frac, params["support_min_fraction"], params["support_max_fraction"], where)
 
 
 def _lr_at(params, lr0, it, n):

@@ -26,7 +26,7 @@ import weakref
 import numpy as np
 
 from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
-from cdi_plugins.support import autocorrelation_support, shrink_wrap
+from cdi_plugins.support import autocorrelation_support, check_support_fraction, shrink_wrap
 
 _COMMON = [
     Param("iterations", "int", 100, "number of iterations", low=1),
@@ -145,15 +145,8 @@ def _initial(problem, state, params, ctx, dd):
 
 
 def _guard(frac: float, params: dict, ctx, name: str, it: int) -> None:
-    where = f"step {ctx.step} ({name}), iteration {it}"
-    if frac < params["support_min_fraction"]:
-        raise CDIError(f"the support collapsed to {frac:.2e} of the array (below support_min_fraction "
-                       f"{params['support_min_fraction']:g}); lower shrink_wrap_threshold or raise "
-                       "shrink_wrap_sigma", where)
-    if frac > params["support_max_fraction"]:
-        raise CDIError(f"the support grew to {frac:.2f} of the array (above support_max_fraction "
-                       f"{params['support_max_fraction']:g}); the reconstruction is diverging: raise "
-                       "shrink_wrap_threshold or check the data's oversampling", where)
+    check_support_fraction(frac, params["support_min_fraction"], params["support_max_fraction"],
+                           f"step {ctx.step} ({name}), iteration {it}")
 
 
 def _make_run(name: str):

@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     ic.add_argument("--overwrite", action="store_true")
     ic.set_defaults(func=cmd_import_cohere)
 
-    c = sub.add_parser("compare", help="convergence and support of results, and how well they agree after alignment")
+    c = sub.add_parser("compare", help="run recipes (.yaml) on the same data in one table, or compare finished results (.cxi)")
     c.add_argument("results", nargs="+", metavar="RESULT_OR_RECIPE",
                    help="result files (.cxi; the first is the reference), or recipes (.yaml) to run on the same data")
     c.add_argument("--data", metavar="PATH", help="recipes: the data every recipe runs on")

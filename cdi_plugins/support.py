@@ -13,7 +13,10 @@ import functools
 
 import numpy as np
 
-__all__ = ["gaussian_kernel_rfft", "smooth", "shrink_wrap", "autocorrelation_support", "support_fraction"]
+from .errors import CDIError
+
+__all__ = ["gaussian_kernel_rfft", "smooth", "shrink_wrap", "autocorrelation_support", "support_fraction",
+           "check_support_fraction"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -65,3 +68,21 @@ def autocorrelation_support(backend, intensity, threshold: float = 0.1, sigma: f
 
 def support_fraction(support) -> float:
     return float(support.sum()) / support.size
+
+
+def check_support_fraction(frac: float, min_fraction: float, max_fraction: float, where: str) -> None:
+    """Stop a diverging support with a message that says which parameter to change.
+
+    Raises
+    ------
+    CDIError
+        If *frac* (support voxels / array voxels) is below *min_fraction*
+        (collapsed) or above *max_fraction* (grew), located at *where*.
+    """
+    if frac < min_fraction:
+        raise CDIError(f"the support collapsed to {frac:.2e} of the array (below support_min_fraction "
+                       f"{min_fraction:g}); lower shrink_wrap_threshold or raise shrink_wrap_sigma", where)
+    if frac > max_fraction:
+        raise CDIError(f"the support grew to {frac:.2f} of the array (above support_max_fraction "
+                       f"{max_fraction:g}); the reconstruction is diverging: raise shrink_wrap_threshold "
+                       "or check the data's oversampling", where)
