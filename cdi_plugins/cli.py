@@ -123,6 +123,20 @@ def _preparation_lines(md: dict) -> list[str]:
     return lines
 
 
+def _run_with_progress(plan, problem, label: str, *, quiet: bool):
+    """Run one dataset plan behind a progress bar; returns (Result, wall seconds)."""
+    import yaml
+
+    from .pipeline import run_plan
+    bar = _Progress(plan.iterations * plan.runs, label, enabled=not quiet)
+    t0 = time.perf_counter()
+    try:
+        result = run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False), progress=bar)
+    finally:
+        bar.close()
+    return result, time.perf_counter() - t0
+
+
 def _summary(result, path, seconds, extra_paths=()) -> str:
     lines = []
     n = "x".join(map(str, result.obj.shape))
@@ -157,9 +171,8 @@ def _summary(result, path, seconds, extra_paths=()) -> str:
 def cmd_run(args) -> int:
     from . import save
     from .io import check_writable
-    from .pipeline import build_problem, run_plan
+    from .pipeline import build_problem
     from .recipe import load_recipe
-    import yaml
 
     overrides = _overrides(args.set)
     data_paths = [os.path.abspath(p) for p in args.data] if args.data else [None]
@@ -175,13 +188,7 @@ def cmd_run(args) -> int:
     for plan, dpath, path, overwrite, extra in jobs:
         protect = [p for p in (dpath, plan.data_path("path"), plan.data_path("mask")) if p]
         problem = build_problem(plan, dpath)
-        bar = _Progress(plan.iterations * plan.runs, plan.name, enabled=not args.quiet)
-        t0 = time.perf_counter()
-        try:
-            result = run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False), progress=bar)
-        finally:
-            bar.close()
-        wall = time.perf_counter() - t0
+        result, wall = _run_with_progress(plan, problem, plan.name, quiet=args.quiet)
         save(result, path, overwrite=overwrite)
         if extra:
             from .report import report
@@ -396,10 +403,8 @@ def cmd_compare(args) -> int:
 
 def _compare_recipes(args) -> int:
     """Run several recipes on the same data and print one table (and a chi^2-vs-time PNG)."""
-    import yaml
-
     from .io import check_writable
-    from .pipeline import build_problem, run_plan
+    from .pipeline import build_problem
     from .recipe import load_recipe
 
     data = os.path.abspath(args.data) if args.data else None
@@ -425,13 +430,8 @@ def _compare_recipes(args) -> int:
         label = os.path.splitext(os.path.basename(path))[0]
         if label in results:
             label = path
-        bar = _Progress(plan.iterations * plan.runs, label, enabled=not args.quiet)
-        t0 = time.perf_counter()
-        try:
-            res = run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False), progress=bar)
-        finally:
-            bar.close()
-        res.metadata["wall_seconds"] = time.perf_counter() - t0
+        res, wall = _run_with_progress(plan, problem, label, quiet=args.quiet)
+        res.metadata["wall_seconds"] = wall
         results[label] = res
     has_truth = problem.truth is not None
     w = max(12, max(len(k) for k in results))

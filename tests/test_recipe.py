@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from cdi_plugins import CDIError
-from cdi_plugins.backend import available_backends
 from cdi_plugins.recipe import apply_set, load_recipe, parse_sequence, parse_set
 
-HAVE_GPU = available_backends()["cupy"] == "ok"
+from .conftest import HAVE_GPU
 
 BASE = """\
 name: t
