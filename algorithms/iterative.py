@@ -76,7 +76,6 @@ _device_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 class _DeviceData:
     def __init__(self, problem, backend):
-        xp = backend.xp
         n = problem.intensity.size
         unc = problem.unconstrained
         d = np.fft.ifftshift(np.sqrt(problem.intensity)).astype(np.float32)

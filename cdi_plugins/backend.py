@@ -22,7 +22,6 @@ import os
 import pickle
 import tempfile
 import threading
-from typing import Any
 
 import numpy as np
 

@@ -1,6 +1,5 @@
 import os
 
-import numpy as np
 import pytest
 
 from cdi_plugins.backend import available_backends
