@@ -308,16 +308,19 @@ def train(config: dict, *, progress: bool = True, log=print) -> dict:
     ``out + ".ckpt"``), ``width`` (1.0), ``dropout`` (0.1), ``epochs`` (30), ``batch_size`` (16), ``lr`` (1e-3),
     ``amp_weight`` (1.0), ``seed`` (0), ``device`` (auto), ``threads`` (null), ``limit`` (null: all samples),
     ``augment`` (true: random flips/permutations that keep the physics), ``resume`` (true), ``command``
-    (recorded in the weights), ``time_limit_s`` (null).  Validation runs after every epoch; the
-    checkpoint after every epoch holds model, optimiser and epoch, and a run resumes from it.  The best
-    epoch (lowest validation loss) is written to ``out``.
+    (recorded in the weights), ``time_limit_s`` (null), ``init`` (null: random initialisation; or a
+    built-in weights name or ``.pt`` file of the same architecture to fine-tune from -- its metadata,
+    including how it was trained, is recorded under ``init`` in the new weights).  Validation runs after
+    every epoch; the checkpoint after every epoch holds model, optimiser and epoch, and a run resumes from
+    it (the checkpoint then takes precedence over ``init``).  The best epoch (lowest validation loss) is written to
+    ``out``.
     """
     torch = _torch()
     from tqdm import tqdm
 
     cfg = {"width": 1.0, "dropout": 0.1, "epochs": 30, "batch_size": 16, "lr": 1e-3, "amp_weight": 1.0,
            "seed": 0, "device": "auto", "threads": None, "limit": None, "augment": True, "resume": True,
-           "command": "", "time_limit_s": None, "checkpoint": None}
+           "command": "", "time_limit_s": None, "checkpoint": None, "init": None}
     unknown = set(config) - set(cfg) - {"train", "val", "out"}
     if unknown:
         raise CDIError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(cfg) + ['out', 'train', 'val']}")
@@ -333,6 +336,16 @@ def train(config: dict, *, progress: bool = True, log=print) -> dict:
     tr = _load_many(cfg["train"], cfg["limit"])
     va = _load_many(cfg["val"], None)
     model = CDINN(cfg["width"], cfg["dropout"]).to(device)
+    init_meta = None
+    if cfg["init"]:
+        parent, init_meta = load_weights(os.path.expanduser(os.fspath(cfg["init"])))
+        if parent.arch["channels"] != model.arch["channels"]:
+            raise CDIError(f"init weights have channels {parent.arch['channels']}, but width {cfg['width']} "
+                           f"gives {model.arch['channels']}", str(cfg["init"]))
+        model.load_state_dict(parent.state_dict())
+        init_meta = {k: v for k, v in init_meta.items() if k not in ("format", "arch", "parameters")}
+        init_meta["weights"] = str(cfg["init"])
+        del parent
     if device == "cpu":
         # oneDNN's 3-D convolution backward is several times faster in channels-last layout
         model = model.to(memory_format=torch.channels_last_3d)
@@ -412,6 +425,8 @@ def train(config: dict, *, progress: bool = True, log=print) -> dict:
                     "val_set": _set_record(cfg["val"], va), "epochs_trained": epoch + 1, "history": history,
                     "config": {k: v for k, v in cfg.items() if k not in ("command",)}, "version": 1,
                     "oversampling_target": os_target}
+            if init_meta is not None:
+                meta["init"] = init_meta
             save_weights(model, cfg["out"], meta)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "epoch": epoch + 1, "history": history, "best": best}, ckpt + ".tmp")

@@ -182,6 +182,34 @@ def test_cli_simulate_set_train_and_eval(tmp_path, capsys):
     assert "widht" in capsys.readouterr().err
 
 
+def test_fine_tuning_starts_from_weights_and_records_them(tmp_path, capsys):
+    """``init`` in a training config: the new weights start from the given ones (same architecture)
+    and record how those were trained; a file of another width is refused with a clear error."""
+    import torch
+
+    from cdi_plugins.nn_cli import main
+    data = tmp_path / "s.h5"
+    assert main(["simulate-set", str(data), "--n", "2", "--seed", "4", "-q"]) == 0
+    base = f"train: {data}\nval: {data}\ndropout: 0.0\nbatch_size: 2\nthreads: 1\nwidth: 0.125\n"
+    first = tmp_path / "first.pt"
+    (tmp_path / "a.yaml").write_text(base + f"out: {first}\nepochs: 1\ncommand: stage one\n")
+    assert main(["train", str(tmp_path / "a.yaml"), "-q"]) == 0
+    second = tmp_path / "second.pt"
+    # lr 1e-12: the fine-tuned network must still be the one it started from
+    (tmp_path / "b.yaml").write_text(base + f"out: {second}\nepochs: 1\nlr: 1.0e-12\ninit: {first}\n")
+    assert main(["train", str(tmp_path / "b.yaml"), "-q"]) == 0
+    m1, meta1 = load_weights(str(first))
+    m2, meta2 = load_weights(str(second))
+    assert meta2["init"]["command"] == "stage one" and meta2["init"]["weights"] == str(first)
+    assert meta2["init"]["history"] == meta1["history"] and "init" not in meta1
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    (tmp_path / "c.yaml").write_text(base.replace("width: 0.125", "width: 0.25")
+                                     + f"out: {tmp_path / 'c.pt'}\nepochs: 1\ninit: {first}\n")
+    assert main(["train", str(tmp_path / "c.yaml"), "-q"]) == 2
+    assert "init weights have channels [4, 8, 16]" in capsys.readouterr().err
+
+
 @needs_weights
 @pytest.mark.slow
 def test_nn_seeded_recipe_needs_a_third_of_the_iterations():
