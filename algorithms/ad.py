@@ -157,6 +157,11 @@ PARAMS = [
           "optimizer (Fienup's HIO for the amplitude loss); 0: pure gradient descent", low=0),
     Param("feedback_beta", "float", 0.9, "feedback strength outside the support in those iterations",
           low=0, high=1, low_open=True),
+    Param("coarse_iterations", "int", 0,
+          "first N iterations on the central 1/coarse_factor of the pattern (the object on a grid with "
+          "coarse_factor times larger voxels), then Fourier-interpolated to the full grid; 0: off", low=0),
+    Param("coarse_factor", "float", 2.0, "how much coarser the grid of the coarse stage is, per axis",
+          low=1.0, high=8.0),
     Param("plateau_patience", "int", 100,
           "stop when the loss has not improved for this many iterations (0: never stop early)", low=0),
     Param("plateau_tolerance", "float", 1e-3,
@@ -223,11 +228,33 @@ class _Model:
         Pixels whose chi^2 is recorded as ``chi2_free``.
     device : torch.device
     dtype : torch real dtype (float32 in runs; float64 for the gradient check)
+    crop : tuple of int or None
+        Keep only the central ``crop`` pixels of the pattern (the low spatial frequencies, for the
+        coarse stage: an object on a ``crop`` grid with the same field of view).  The loss is
+        that of the crop; ``chi`` and ``chi_free`` stay those of the whole pattern for the object
+        Fourier-interpolated onto the full grid, whose far field is zero outside the crop: the
+        measured amplitudes there count in full, so the history is comparable across stages and
+        with the other steps at no extra FFT.
     """
 
-    def __init__(self, intensity, unconstrained, free, device, dtype):
+    def __init__(self, intensity, unconstrained, free, device, dtype, crop=None):
         import torch
         self.torch = torch
+        self.chi_extra = self.chi_norm = self.free_extra = None
+        if crop is not None and tuple(crop) != tuple(intensity.shape):
+            sl = tuple(slice(n // 2 - m // 2, n // 2 - m // 2 + m) for n, m in zip(intensity.shape, crop))
+            full = np.maximum(np.asarray(intensity, dtype=np.float64), 0.0)
+            outside = np.ones(full.shape, dtype=bool)
+            outside[sl] = False
+            cons = ~unconstrained if unconstrained is not None else np.ones(full.shape, dtype=bool)
+            self.chi_norm = float(np.sum(full[cons]))
+            self.chi_extra = float(np.sum(full[cons & outside]))
+            if free is not None and np.any(free):
+                self.free_norm_full = float(np.sum(full[free])) or 1.0
+                self.free_extra = float(np.sum(full[free & outside]))
+            intensity = intensity[sl]
+            unconstrained = None if unconstrained is None else unconstrained[sl]
+            free = None if free is None else free[sl]
         self.device, self.dtype = device, dtype
         self.shape = tuple(intensity.shape)
         n = intensity.size
@@ -262,6 +289,10 @@ class _Model:
             self.free_idx = torch.from_numpy(fi).to(device)
             self.d_free = t(dfree)
             self.norm_free = float(np.sum(dfree ** 2)) or 1.0
+        if self.chi_norm is None:                            # the whole pattern
+            self.chi_norm, self.chi_extra = self.D, 0.0
+        if self.free_extra is not None:                      # free pixels outside the crop count in full
+            self.norm_free = self.free_norm_full
 
     def modulus(self, F, kind: str):
         """Loss of the far field *F* and what its gradient and the history need (no graph).
@@ -290,14 +321,17 @@ class _Model:
         s = ad / aa                                          # least-squares amplitude scale
         r = torch.addcmul(self.negd, a, s)                   # s |F| - d
         rf = r.reshape(-1)
-        chi = torch.dot(rf, rf) / self.D
+        rr = torch.dot(rf, rf)
+        chi = (rr + self.chi_extra) / self.chi_norm
         chi_free = None
         if self.free_idx is not None:
             e = s * a_all.reshape(-1)[self.free_idx] - self.d_free
-            chi_free = torch.dot(e, e) / self.norm_free
+            chi_free = (torch.dot(e, e) + (self.free_extra or 0.0)) / self.norm_free
+        elif self.free_extra is not None:                    # every free pixel lies outside the crop
+            chi_free = torch.full((), self.free_extra / self.norm_free, dtype=self.dtype, device=self.device)
         a_safe = a.clamp_min(tiny)
         if kind == "amplitude":
-            loss = chi
+            loss = rr / self.D
             factor = r.div_(a_safe).mul_(2.0 * s / self.D)
             eta = self.D / (2.0 * self.n * s * s).clamp_min(tiny)
             fix = s
@@ -491,14 +525,15 @@ def _from_torch(t, backend):
 _data_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _model(problem, device) -> _Model:
+def _model(problem, device, crop=None) -> _Model:
     import torch
     per = _data_cache.setdefault(problem, {})
-    key = str(device)
+    key = (str(device), None if crop is None else tuple(crop))
     m = per.get(key)
     if m is None:
         unc = problem.unconstrained
-        m = per[key] = _Model(problem.intensity, unc if unc.any() else None, problem.free, device, torch.float32)
+        m = per[key] = _Model(problem.intensity, unc if unc.any() else None, problem.free, device, torch.float32,
+                              crop=crop)
     return m
 
 
@@ -562,13 +597,46 @@ def _lr_at(params, lr0, it, n):
 ADAM_EPS = 1e-3
 
 
-def _adam(torch, p, lr):
-    for kw in ({"fused": True}, {"foreach": True}, {}):
-        try:
-            return torch.optim.Adam([p], lr=lr, eps=ADAM_EPS, **kw)
-        except (RuntimeError, TypeError, ValueError):
-            continue
-    raise AssertionError("unreachable")
+class _Adam:
+    """Adam (Kingma and Ba, 2015) on one parameter tensor, the update of ``torch.optim.Adam``.
+
+    Not ``torch.optim``: the first ``step`` of any torch optimizer imports ``torch._dynamo``,
+    which took 2-4 s here, longer than a whole NN -> AD pipeline at 64^3.  The update uses
+    torch's fused Adam kernel when this build has it (one pass over the parameters) and plain
+    in-place tensor operations otherwise; a test checks both against ``torch.optim.Adam``.
+    ``param_groups[0]["lr"]`` and ``state[...]["exp_avg"]`` behave as in torch's optimizers.
+    """
+
+    def __init__(self, torch, p, lr, betas=(0.9, 0.999), eps=ADAM_EPS, fused=True):
+        self.torch, self.p = torch, p
+        self.b1, self.b2 = betas
+        self.eps = eps
+        self.param_groups = [{"lr": lr}]
+        self.m = torch.zeros_like(p, memory_format=torch.contiguous_format)
+        self.v = torch.zeros_like(self.m)
+        self.state = {0: {"exp_avg": self.m, "exp_avg_sq": self.v}}
+        self.k = 0
+        self.fused = fused and hasattr(torch, "_fused_adam_") and p.is_contiguous()
+        self._steps = torch.zeros((), dtype=torch.float32, device=p.device)
+
+    def step(self):
+        torch = self.torch
+        lr, g = float(self.param_groups[0]["lr"]), self.p.grad
+        self.k += 1
+        with torch.no_grad():
+            if self.fused:
+                try:
+                    self._steps.fill_(self.k)
+                    torch._fused_adam_([self.p], [g], [self.m], [self.v], [], [self._steps], lr=lr,
+                                       beta1=self.b1, beta2=self.b2, weight_decay=0.0, eps=self.eps,
+                                       amsgrad=False, maximize=False)
+                    return
+                except (RuntimeError, TypeError):      # a build or device without the fused kernel
+                    self.fused = False
+            self.m.lerp_(g, 1.0 - self.b1)
+            self.v.mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
+            denom = self.v.sqrt().div_(math.sqrt(1.0 - self.b2 ** self.k)).add_(self.eps)
+            self.p.addcdiv_(self.m, denom, value=-lr / (1.0 - self.b1 ** self.k))
 
 
 def run(problem, state, params, ctx):
@@ -592,9 +660,42 @@ def run(problem, state, params, ctx):
             torch.set_num_threads(threads_before)
 
 
+def _coarse_shape(shape, factor: float) -> tuple:
+    """The coarse stage's grid: every axis divided by *factor*, rounded to an even size (at least 8)."""
+    return tuple(min(n, max(8, 2 * int(round(n / (2.0 * factor))))) for n in shape)
+
+
+def _resample(x, shape):
+    """Fourier interpolation of a complex tensor in FFT order onto *shape* (same field of view).
+
+    The spectrum is cropped to, or zero-padded from, the frequencies both grids hold; values keep
+    their scale (so a constant stays that constant).  The inverse of the data crop of a coarse
+    :class:`_Model`: the far field of ``_resample(x_coarse, full)`` is that of ``x_coarse``
+    inside the crop and zero outside.
+    """
+    import torch
+    X = torch.fft.fftn(x)
+    for k, m in enumerate(shape):
+        n = X.shape[k]
+        if m == n:
+            continue
+        lo, hi = (min(n, m) + 1) // 2, min(n, m) // 2       # non-negative / negative frequencies kept
+        if m < n:
+            idx = torch.cat([torch.arange(0, lo), torch.arange(n - hi, n)]).to(X.device)
+            X = X.index_select(k, idx)
+        else:
+            size = list(X.shape)
+            size[k] = m
+            Y = X.new_zeros(size)
+            Y.narrow(k, 0, lo).copy_(X.narrow(k, 0, lo))
+            Y.narrow(k, m - hi, hi).copy_(X.narrow(k, n - hi, hi))
+            X = Y
+    return torch.fft.ifftn(X) * (math.prod(shape) / math.prod(x.shape))
+
+
 def _run(torch, problem, state, params, ctx, device):
     be = ctx.backend
-    model = _model(problem, device)
+    full_model = _model(problem, device)
     x0, support = _initial(problem, state, params, ctx, device)
     frac = float(support.sum()) / support.numel()
     _guard(frac, params, ctx, 0)
@@ -610,6 +711,29 @@ def _run(torch, problem, state, params, ctx, device):
     tol = params["plateau_tolerance"]
     n_fb = min(params["feedback_iterations"], n)
     beta = params["feedback_beta"]
+    full_shape = tuple(problem.shape)
+    coarse = _coarse_shape(full_shape, params["coarse_factor"])
+    n_coarse = min(params["coarse_iterations"], n) if coarse != full_shape else 0
+    model = full_model
+    if n_coarse:
+        # the coarse stage: the central part of the pattern, the object on a grid with the same
+        # field of view and correspondingly larger voxels (an FFT 2^3-3^3 times cheaper)
+        model = _model(problem, device, coarse)
+        x0 = _resample(x0, coarse)
+        support = _resample(support.to(torch.complex64), coarse).real > 0.5
+        if not bool(support.any()):
+            raise CDIError(f"the support vanishes on the coarse {'x'.join(map(str, coarse))} grid; lower "
+                           "coarse_factor or set coarse_iterations: 0", f"step {ctx.step} ({NAME})")
+        x0 = x0 * support
+        x0 = x0 / math.sqrt(float((x0.real.square() + x0.imag.square()).sum()) / float(support.sum()))
+
+    def sigma_at(it):
+        """Shrink-wrap smoothing at iteration *it*, in pixels of the grid in use."""
+        sig0, sig1 = params["shrink_wrap_sigma"], params["shrink_wrap_sigma_final"]
+        sigma = sig0 if sig1 is None else sig0 + (sig1 - sig0) * (it / max(1, n - 1))
+        if model is not full_model:
+            sigma *= math.prod(c / f for c, f in zip(coarse, full_shape)) ** (1 / 3)
+        return sigma
 
     p = torch.view_as_real(x0).clone().contiguous().requires_grad_(True)
     del x0
@@ -621,7 +745,7 @@ def _run(torch, problem, state, params, ctx, device):
     gain = float(support.sum())
     chi = torch.zeros(n, dtype=torch.float32, device=device)
     losses = torch.zeros(n, dtype=torch.float32, device=device)
-    chi_free = torch.zeros(n, dtype=torch.float32, device=device) if model.free_idx is not None else None
+    chi_free = torch.zeros(n, dtype=torch.float32, device=device) if full_model.free_idx is not None else None
     support_records = {}
     report_every = max(1, n // 100)
     check_every = max(1, min(10, patience)) if patience else 0
@@ -651,14 +775,45 @@ def _run(torch, problem, state, params, ctx, device):
 
     def make_opt():
         if opt_name == "adam":
-            return _adam(torch, p, lr0)
+            return _Adam(torch, p, lr0)
         return torch.optim.LBFGS([p], lr=lr0, max_iter=1, max_eval=1, history_size=20,
                                  tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
 
-    opt = make_opt() if n_fb == 0 else None
-    if n_fb:
+    def start_phase(feedback: bool):
+        """Put the parameters on the scale the next iterations expect; a fresh optimizer if needed."""
         with torch.no_grad():
-            p.mul_(model.scale(p))     # the feedback iterations work on the data's scale
+            if feedback:
+                p.mul_(model.scale(p))     # the feedback iterations work on the data's scale
+            else:
+                ms = float((p * p).sum()) / max(1.0, float(sf.sum()))
+                if ms > 0:
+                    p.div_(math.sqrt(ms))   # rms 1 in the support for the optimizer
+        return None if feedback else make_opt()
+
+    def set_support(new, it):
+        nonlocal support, sf, box, frac
+        frac = float(new.sum()) / new.numel()
+        _guard(frac, params, ctx, it)
+        support = new
+        sf = support.to(torch.float32)
+        box = _tv_box(support) if tvw else None
+
+    def to_full(it):
+        """End of the coarse stage: the object Fourier-interpolated onto the full grid."""
+        nonlocal model, p, gain
+        with torch.no_grad():
+            x = _resample(torch.view_as_complex(p.detach()) * sf, full_shape)
+            model = full_model
+            if period:
+                new = _shrink_wrap(x, sigma_at(it), params["shrink_wrap_threshold"])
+            else:
+                new = _resample(support.to(torch.complex64), full_shape).real > 0.5
+            set_support(new, it)
+            p = torch.view_as_real(x * sf).clone().contiguous().requires_grad_(True)
+        gain = float(support.sum())
+        return new
+
+    opt = start_phase(feedback=n_fb > 0) if n_fb else make_opt()
     closure = lambda: evaluate(True)
 
     def read(i0, i1):
@@ -681,10 +836,7 @@ def _run(torch, problem, state, params, ctx, device):
             if done == n_fb:     # end of the feedback phase: confine to the support, as ER would
                 with torch.no_grad():
                     x.mul_(sf)
-                    ms = float((p * p).sum()) / max(1.0, float(sf.sum()))
-                    if ms > 0:
-                        x.div_(math.sqrt(ms))   # back to rms 1 in the support for the optimizer
-                opt = make_opt()
+                opt = start_phase(feedback=False)
         elif opt_name == "adam":
             if params["learning_rate_final"] is not None:
                 for g in opt.param_groups:
@@ -692,15 +844,17 @@ def _run(torch, problem, state, params, ctx, device):
             closure()
             opt.step()
         else:
-            # one L-BFGS call runs up to the next boundary (report, plateau check, shrink-wrap);
-            # its curvature history is kept across calls and dropped when the support changes
-            budget = max(1, min(next_report, next_check, next_sw, n) - done)
+            # one L-BFGS call runs up to the next boundary (report, plateau check, shrink-wrap, end
+            # of the coarse stage); its curvature history is kept across calls and dropped when the
+            # support or the grid changes
+            stage_end = n_coarse if done < n_coarse else n
+            budget = max(1, min(next_report, next_check, next_sw, stage_end) - done)
             for g in opt.param_groups:
                 g["max_iter"], g["max_eval"] = budget, budget
                 g["lr"] = _lr_at(params, lr0, done - n_fb, n - n_fb)
             opt.step(closure)
         end = min(done, n)
-        # host work only at boundaries: progress, divergence, plateau, shrink-wrap
+        # host work only at boundaries: progress, divergence, plateau, shrink-wrap, grid change
         if end >= next_report or end == n:
             c, lv = float(chi[end - 1]), float(losses[end - 1])
             if not (math.isfinite(c) and math.isfinite(lv)):
@@ -712,28 +866,29 @@ def _run(torch, problem, state, params, ctx, device):
             lv, _ = read(checked, end)
             checked = end
             next_check = (end // check_every + 1) * check_every
-            if end > n_fb:       # the feedback phase is not a descent: no plateau test there
+            if end > max(n_fb, n_coarse):    # no plateau test in the feedback phase or the coarse stage
                 for j, v in enumerate(lv):
-                    if checked - len(lv) + j >= n_fb and v < best * (1.0 - tol):
+                    if checked - len(lv) + j >= max(n_fb, n_coarse) and v < best * (1.0 - tol):
                         best, best_it = v, checked - len(lv) + j
-                best_it = max(best_it, n_fb)
+                best_it = max(best_it, n_fb, n_coarse)
                 if end - 1 - best_it >= patience:
                     stop = True
+        if model is not full_model and end >= n_coarse and end < n and not stop:
+            support_records[end - 1] = float(to_full(end - 1).sum()) / math.prod(full_shape)
+            opt = start_phase(feedback=done < n_fb)
+            ref_loss = None      # the loss changes meaning with the grid
+            if end >= next_sw:
+                next_sw = (end // period + 1) * period
+            continue
         if end >= next_sw and end < n and not stop:
             next_sw = (end // period + 1) * period
             cur = float(losses[end - 1])
             if ref_loss is None:
-                ref_loss = float(losses[0])
+                ref_loss = float(losses[n_coarse if end > n_coarse else 0])
             if not on_improve or cur <= (1.0 - improve) * ref_loss:
                 with torch.no_grad():
-                    sig0, sig1 = params["shrink_wrap_sigma"], params["shrink_wrap_sigma_final"]
-                    sigma = sig0 if sig1 is None else sig0 + (sig1 - sig0) * ((end - 1) / max(1, n - 1))
-                    new = _shrink_wrap(torch.view_as_complex(p), sigma, params["shrink_wrap_threshold"])
-                    frac = float(new.sum()) / new.numel()
-                    _guard(frac, params, ctx, end)
-                    support = new
-                    sf = support.to(torch.float32)
-                    box = _tv_box(support) if tvw else None
+                    new = _shrink_wrap(torch.view_as_complex(p), sigma_at(end - 1), params["shrink_wrap_threshold"])
+                    set_support(new, end)
                     if done >= n_fb:
                         # pixels leaving the support are zeroed (as ER does) and lose their
                         # momentum; pixels joining it start from zero
@@ -749,7 +904,12 @@ def _run(torch, problem, state, params, ctx, device):
 
     with torch.no_grad():
         xd = torch.view_as_complex(p.detach()) * sf
-        s = model.scale(torch.view_as_real(xd))
+        if model is not full_model:      # stopped inside the coarse stage
+            xd = _resample(xd, full_shape)
+            support = _resample(support.to(torch.complex64), full_shape).real > 0.5
+            xd = xd * support
+            sf = support.to(torch.float32)
+        s = full_model.scale(torch.view_as_real(xd))
         obj = torch.fft.fftshift(xd * s).to(torch.complex64).contiguous()
         sup = torch.fft.fftshift(support).to(torch.uint8).contiguous()
     lh, ch = read(0, n_done)
@@ -762,6 +922,8 @@ def _run(torch, problem, state, params, ctx, device):
             rec["chi2_free"] = float(cfh[it])
         if it in support_records:
             rec["support_fraction"] = support_records[it]
+        if n_coarse and it < n_coarse:
+            rec["grid"] = list(coarse)
         history.append(rec)
     if n_done < n:
         ctx.logger.info("step %d (%s): the loss reached a plateau; stopped after %d of %d iterations",

@@ -328,3 +328,90 @@ def test_cuda_matches_cpu_and_moves_cupy_states_without_copies(clean):
     st = ad.run(prob, None, dict(p, device="cuda"), c)
     assert isinstance(st.obj, cupy.ndarray) and st.obj.dtype == cupy.complex64
     assert st.support.dtype == cupy.bool_
+
+
+# ----------------------------------------------------------------------------- Adam without torch.optim
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_update_is_torch_optim_adam(fused):
+    """The refiner's own Adam takes exactly the steps of torch.optim.Adam (fused kernel and plain ops)."""
+    rng = np.random.default_rng(0)
+    p0 = torch.from_numpy(rng.normal(size=(6, 5, 4, 2)).astype(np.float32))
+    grads = [torch.from_numpy(rng.normal(size=p0.shape).astype(np.float32)) for _ in range(5)]
+    a, b = p0.clone().requires_grad_(True), p0.clone().requires_grad_(True)
+    mine = ad._Adam(torch, a, 0.05, fused=fused)
+    ref = torch.optim.Adam([b], lr=0.05, eps=ad.ADAM_EPS)
+    for k, g in enumerate(grads):
+        a.grad, b.grad = g.clone(), g.clone()
+        if k == 3:
+            mine.param_groups[0]["lr"] = ref.param_groups[0]["lr"] = 0.01
+        mine.step()
+        ref.step()
+    assert mine.fused is fused
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(mine.state[0]["exp_avg"], ref.state[b]["exp_avg"], rtol=1e-5, atol=1e-7)
+    assert not torch.equal(a, p0)
+
+
+# ----------------------------------------------------------------------------- coarse stage
+
+def test_resample_down_and_up_keeps_a_band_limited_object():
+    rng = np.random.default_rng(2)
+    low = torch.from_numpy((rng.normal(size=(8, 10, 8)) + 1j * rng.normal(size=(8, 10, 8))).astype(np.complex64))
+    up = ad._resample(low, (16, 20, 16))
+    assert up.shape == (16, 20, 16)
+    # the far field of the interpolated object is the coarse far field inside the crop, zero outside
+    f_up = torch.fft.fftshift(torch.fft.fftn(up)).numpy()
+    f_low = torch.fft.fftshift(torch.fft.fftn(low)).numpy() * (16 * 20 * 16) / (8 * 10 * 8)
+    inner = (slice(4, 12), slice(5, 15), slice(4, 12))
+    assert np.allclose(f_up[inner], f_low, atol=1e-3 * np.abs(f_low).max())
+    outer = np.ones(f_up.shape, dtype=bool)
+    outer[inner] = False
+    assert np.abs(f_up[outer]).max() < 1e-4 * np.abs(f_low).max()
+    back = ad._resample(up, (8, 10, 8))
+    assert rel(back.numpy(), low.numpy()) < 1e-5
+    assert ad._coarse_shape((64, 64, 48), 2.0) == (32, 32, 24)
+    assert ad._coarse_shape((20, 64, 64), 4.0) == (8, 16, 16)
+
+
+def test_coarse_model_chi2_is_that_of_the_interpolated_object(noisy):
+    """On the coarse grid the recorded chi2 (and chi2_free) is the full pattern's chi2 of the object
+    Fourier-interpolated onto the full grid: the history means the same thing in both stages."""
+    prob = Problem.from_array(noisy["intensity"], free_fraction=0.05, seed=3)
+    unc = prob.unconstrained
+    t = torch.from_numpy(np.fft.ifftshift(noisy["truth"]))
+    coarse = ad._Model(prob.intensity, unc, prob.free, torch.device("cpu"), torch.float64, crop=(16, 16, 16))
+    full = ad._Model(prob.intensity, unc, prob.free, torch.device("cpu"), torch.float64)
+    xc = ad._resample(t.to(torch.complex128), (16, 16, 16))
+    xf = ad._resample(xc, (N, N, N))
+    info_c = coarse.modulus(torch.fft.fftn(xc), "amplitude")[2]
+    info_f = full.modulus(torch.fft.fftn(xf), "amplitude")[2]
+    assert float(info_c["chi"]) == pytest.approx(float(info_f["chi"]), rel=1e-6)
+    assert float(info_c["chi_free"]) == pytest.approx(float(info_f["chi_free"]), rel=1e-6)
+    assert float(info_f["chi"]) > 10 * chi2(noisy["truth"], noisy["intensity"])   # the crop lost detail
+
+
+def test_coarse_stage_then_full_grid(noisy):
+    """A run whose first iterations are on the coarse grid hands on a full-grid object that fits the data."""
+    prob = Problem.from_array(noisy["intensity"])
+    t = noisy["truth"]
+    rng = np.random.default_rng(5)
+    rough = (t * np.exp(0.6j * rng.standard_normal(t.shape))).astype(np.complex64)
+    st = ad.run(prob, truth_state({"truth": rough}),
+                params(iterations=120, coarse_iterations=80, plateau_patience=0, shrink_wrap_period=20), ctx())
+    assert st.obj.shape == t.shape and st.obj.dtype == np.complex64 and st.support.shape == t.shape
+    grids = [r.get("grid") for r in st.history]
+    assert grids[:80] == [[16, 16, 16]] * 80 and grids[80:] == [None] * 40
+    assert "support_fraction" in st.history[79]              # the support is rebuilt on the full grid
+    assert st.history[-1]["chi2"] < 0.2 * st.history[0]["chi2"]
+    assert chi2(st.obj, noisy["intensity"]) == pytest.approx(st.history[-1]["chi2"], rel=0.2)
+    assert compare_to_truth(st.obj, t)["error"] < 0.5 * compare_to_truth(rough, t)["error"]
+
+
+def test_a_run_that_ends_inside_the_coarse_stage_returns_the_full_grid(noisy):
+    prob = Problem.from_array(noisy["intensity"])
+    st = ad.run(prob, truth_state(noisy), params(iterations=10, coarse_iterations=50, plateau_patience=0), ctx())
+    assert st.obj.shape == (N, N, N) and len(st.history) == 10
+    # interpolated back, not left at the coarse grid's resolution and not broken by the hand-over:
+    # it fits at least as well as the last recorded iterate (the history is before each update)
+    assert chi2(st.obj, noisy["intensity"]) <= 1.05 * st.history[-1]["chi2"]
