@@ -20,7 +20,7 @@ import numpy as np
 
 from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
 
-DEFAULT_WEIGHTS = "au32_w025"
+DEFAULT_WEIGHTS = "au32_w025_ft"
 
 PARAMS = [
     Param("weights", "str", DEFAULT_WEIGHTS, "built-in weights name or a .pt file written by `cdi train`"),

@@ -34,7 +34,7 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--crystals", type=int, default=3)
     p.add_argument("--counts", type=float, default=1e8)
-    p.add_argument("--weights", default="au32_w025")
+    p.add_argument("--weights", default="au32_w025_ft")
     args = p.parse_args(argv)
     ratios = []
     for k in range(args.crystals):

@@ -154,7 +154,7 @@ def add_parsers(sub) -> None:
 
     e = sub.add_parser("nn-eval", help="IoU, amplitude error and phase RMS of NN weights on a simulated set")
     e.add_argument("data", help="a set written by simulate-set")
-    e.add_argument("--weights", default="au32_w025", help="built-in name or .pt file")
+    e.add_argument("--weights", default="au32_w025_ft", help="built-in name or .pt file")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.add_argument("--threshold", type=float, default=0.5, help="support threshold on the predicted amplitude")
     e.add_argument("--limit", type=int, default=None)
@@ -164,7 +164,7 @@ def add_parsers(sub) -> None:
     e.set_defaults(func=cmd_nn_eval)
 
     b = sub.add_parser("nn-bench", help="time one prediction on the CPU (and the GPU when present)")
-    b.add_argument("--weights", default="au32_w025")
+    b.add_argument("--weights", default="au32_w025_ft")
     b.add_argument("--repeat", type=int, default=20)
     b.set_defaults(func=cmd_nn_bench)
 

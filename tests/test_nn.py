@@ -12,7 +12,7 @@ from cdi_plugins.nn_model import (CDINN, builtin_weights, check_figures, crop_pa
                                   figures, fourier_resample, from_network, load_weights, save_weights, to_network,
                                   twin_invariant_loss, twin_torch)
 
-SHIPPED = "au32_w025"
+SHIPPED = "au32_w025_ft"      # the default: au32_w025 (first training stage) fine-tuned
 needs_weights = pytest.mark.skipif(SHIPPED not in builtin_weights(), reason="shipped weights not installed")
 
 
@@ -136,10 +136,14 @@ def test_unknown_weights_fail_at_the_step(tmp_path):
 
 
 @needs_weights
-def test_shipped_weights_reproduce_their_recorded_figures():
-    model, meta = load_weights(SHIPPED)
+@pytest.mark.parametrize("name", [SHIPPED, "au32_w025"])
+def test_shipped_weights_reproduce_their_recorded_figures(name):
+    model, meta = load_weights(name)
     for key in ("version", "command", "seed", "train_set", "val_set", "check", "held_out", "arch_hash"):
         assert key in meta
+    if name == SHIPPED:          # the second stage records the first, which ships beside it
+        assert meta["init"]["weights"] == "au32_w025" and meta["init"]["epochs_trained"] == 5
+        assert meta["held_out"]["iou"] >= 0.8 and meta["held_out"]["phase_rms"] <= 0.5   # issue targets
     rec = meta["check"]
     now = check_figures(model, n=rec["n"], seed=rec["seed"])
     for k in ("iou", "amp_error", "phase_rms"):
