@@ -743,6 +743,7 @@ def _run(torch, problem, state, params, ctx, device):
     # order 1/n per voxel, below the absolute thresholds of L-BFGS (curvature pairs with
     # y.s < 1e-10 are dropped) and near Adam's eps; this makes them of order 1
     gain = float(support.sum())
+    gain_t = torch.tensor(gain, dtype=torch.float32, device=device)     # d(loss x gain)/d(loss)
     chi = torch.zeros(n, dtype=torch.float32, device=device)
     losses = torch.zeros(n, dtype=torch.float32, device=device)
     chi_free = torch.zeros(n, dtype=torch.float32, device=device) if full_model.free_idx is not None else None
@@ -759,7 +760,7 @@ def _run(torch, problem, state, params, ctx, device):
         nonlocal done
         p.grad = None
         val, info = model.evaluate(p, loss_name, tvw, box)
-        (val * gain).backward()
+        val.backward(gain_t)
         if project:
             # the parameters stay zero outside the support: projecting the gradient is the
             # same as differentiating through p * S but costs one multiply instead of two
@@ -771,7 +772,7 @@ def _run(torch, problem, state, params, ctx, device):
                 chi_free[done] = info["chi_free"]
         done += 1
         last.update(info)
-        return val.detach() * gain
+        return val.detach() * gain if opt_name == "lbfgs" else None    # L-BFGS's closure value
 
     def make_opt():
         if opt_name == "adam":
@@ -800,7 +801,7 @@ def _run(torch, problem, state, params, ctx, device):
 
     def to_full(it):
         """End of the coarse stage: the object Fourier-interpolated onto the full grid."""
-        nonlocal model, p, gain
+        nonlocal model, p, gain, gain_t
         with torch.no_grad():
             x = _resample(torch.view_as_complex(p.detach()) * sf, full_shape)
             model = full_model
@@ -811,6 +812,7 @@ def _run(torch, problem, state, params, ctx, device):
             set_support(new, it)
             p = torch.view_as_real(x * sf).clone().contiguous().requires_grad_(True)
         gain = float(support.sum())
+        gain_t = torch.tensor(gain, dtype=torch.float32, device=device)
         return new
 
     opt = start_phase(feedback=n_fb > 0) if n_fb else make_opt()
