@@ -4,7 +4,7 @@
 
 For each crystal (seed [3, 1000 + k]: the held-out seed, never used in training) the random-start recipe
 "3*(20*ER+180*HIO)+20*ER" (620 iterations, configs/demo.yaml) sets the error to beat; the NN-seeded recipe
-(nn, then N*HIO+40*ER, configs/nn_seeded.yaml) is run for growing N and the first total iteration count that
+(nn, then N*RAAR+40*ER, configs/nn_seeded.yaml) is run for growing N and the first total iteration count that
 reaches the same error is printed.  Error: compare_to_truth (global phase, scale, shift and twin removed)
 inside the true support.
 """
@@ -22,7 +22,8 @@ RANDOM = "3*(20*ER+180*HIO)+20*ER"
 
 def run(intensity, steps, seed=0):
     rec = {"name": "cmp", "data": {"path": "unused.npy"}, "backend": "numpy", "seed": seed,
-           "params": {"er": {"shrink_wrap_period": 20}, "hio": {"beta": 0.9}}, "steps": steps}
+           "params": {"er": {"shrink_wrap_period": 20}, "hio": {"beta": 0.9}, "raar": {"beta": 0.9}},
+           "steps": steps}
     return cdi_plugins.run(rec, data=intensity)
 
 
@@ -47,18 +48,18 @@ def main(argv=None):
         e_nn = error(nn_only, truth, sup)
         found = None
         rows = []
-        for n_hio in (0, 20, 40, 60, 100, 160, 240, 360, 560):
+        for n_raar in (0, 20, 40, 60, 100, 160, 240, 360, 560):
             steps = [{"algorithm": "nn", "weights": args.weights}]
-            if n_hio:
-                steps.append({"algorithm": "hio", "iterations": n_hio})
+            if n_raar:
+                steps.append({"algorithm": "raar", "iterations": n_raar})
             steps.append({"algorithm": "er", "iterations": 40})
             try:
                 res = run(inten, steps)
             except cdi_plugins.CDIError as exc:
-                print(f"  nn + {n_hio + 40} its failed: {exc}")
+                print(f"  nn + {n_raar + 40} its failed: {exc}")
                 continue
             e = error(res, truth, sup)
-            its = n_hio + 40
+            its = n_raar + 40
             rows.append((its, e))
             if e <= e_rand * 1.0001:
                 found = its

@@ -217,21 +217,29 @@ def test_fine_tuning_starts_from_weights_and_records_them(tmp_path, capsys):
 @needs_weights
 @pytest.mark.slow
 def test_nn_seeded_recipe_needs_a_third_of_the_iterations():
-    """configs/nn_seeded.yaml's steps (nn, 100 HIO, 40 ER = 140 iterations) on a held-out crystal reach the
-    error of the random-start recipe of configs/demo.yaml (620 iterations)."""
+    """configs/nn_seeded.yaml's steps (nn, 160 RAAR, 40 ER = 200 iterations) on six held-out atomistic
+    crystals reach the error of the random-start recipe of configs/demo.yaml (620 iterations): a median
+    error at least as low, and success (error < 0.1) at least as often.  Several crystals, because one
+    random start (and one HIO run) succeeds or fails by chance; scipy.fft, because pyFFTW's plans, and
+    with them the rounding that chaotic HIO amplifies, differ from machine to machine."""
+    import os
+
     import yaml
 
     from cdi_plugins.atomistic import atomistic_crystal
     from cdi_plugins.metrics import compare_to_truth
-    s = atomistic_crystal([3, 1000], shape=64, counts=1e8)
-    base = {"name": "t", "data": {"path": "unused.npy"}, "backend": "numpy", "seed": 0,
-            "params": {"er": {"shrink_wrap_period": 20}, "hio": {"beta": 0.9}}}
-    rand = cdi_plugins.run({**base, "steps": "3*(20*ER+180*HIO)+20*ER"}, data=s["intensity"])
-    import os
     with open(os.path.join(os.path.dirname(__file__), "..", "configs", "nn_seeded.yaml")) as fh:
-        seeded_steps = yaml.safe_load(fh)["steps"]
-    seeded = cdi_plugins.run({**base, "steps": seeded_steps}, data=s["intensity"])
-    iters = sum(1 for h in seeded.history if h["algorithm"] != "nn")
-    assert iters * 3 <= len(rand.history)
-    err = [compare_to_truth(r.obj, s["rho"], support=s["support"], scale=True)["error"] for r in (rand, seeded)]
-    assert err[1] <= err[0] * 1.05, err
+        seeded_recipe = yaml.safe_load(fh)
+    base = {"name": "t", "backend": "numpy", "fft": "scipy", "threads": 1, "seed": 0,
+            "params": seeded_recipe["params"]}
+    err = {"random": [], "seeded": []}
+    for k in range(6):
+        s = atomistic_crystal([3, 1000 + k], shape=48, counts=1e8)     # seed 3: never used in training
+        rand = cdi_plugins.run({**base, "steps": "3*(20*ER+180*HIO)+20*ER"}, data=s["intensity"])
+        seeded = cdi_plugins.run({**base, "steps": seeded_recipe["steps"]}, data=s["intensity"])
+        iters = sum(1 for h in seeded.history if h["algorithm"] != "nn")
+        assert iters * 3 <= len(rand.history)
+        for name, r in (("random", rand), ("seeded", seeded)):
+            err[name].append(compare_to_truth(r.obj, s["rho"], support=s["support"], scale=True)["error"])
+    assert np.median(err["seeded"]) <= np.median(err["random"]), err
+    assert sum(e < 0.1 for e in err["seeded"]) >= sum(e < 0.1 for e in err["random"]), err
