@@ -119,12 +119,12 @@ from cdi_plugins.support import autocorrelation_support, check_support_fraction
 
 NAME = "ad"
 LOSSES = ("amplitude", "poisson", "max_normalised")
-OPTIMIZERS = ("adam", "lbfgs")
+OPTIMIZERS = ("adam", "lbfgs", "gd")
 
 # Default learning rates, found by experiment on simulated 64^3 crystals: Adam's step is
 # dimensionless (the object has rms 1 in the support), 0.02 polishes HIO or a network's guess
 # in 100-300 iterations for every loss; L-BFGS takes the step its line search accepts.
-DEFAULT_LR = {"adam": 0.02, "lbfgs": 1.0}
+DEFAULT_LR = {"adam": 0.02, "lbfgs": 1.0, "gd": 1.0}
 
 PARAMS = [
     Param("iterations", "int", 500,
@@ -136,6 +136,8 @@ PARAMS = [
     Param("learning_rate", "float", None,
           "step size (null: 0.02 for adam, 1 for lbfgs); with adam about the relative change of "
           "the object per iteration", low=0, low_open=True, nullable=True),
+    Param("momentum", "float", 0.5, "gd: Nesterov momentum (0: plain steps; with learning_rate 1, ER)",
+          low=0, high=1, high_open=True),
     Param("learning_rate_final", "float", None,
           "learning rate at the last iteration, reached by cosine decay (null: constant)",
           low=0, nullable=True),
@@ -411,7 +413,10 @@ def _modulus_loss():
             @staticmethod
             def backward(ctx, g):
                 F, factor = ctx.saved_tensors
-                return F * (factor * g), None, None, None
+                # on the real view: a complex tensor times a real one would first copy the real
+                # one into a complex tensor (type promotion), a full extra pass over the array
+                grad = torch.view_as_real(F) * (factor * g).unsqueeze(-1)
+                return torch.view_as_complex(grad), None, None, None
 
         _MODULUS_LOSS = ModulusLoss
     return _MODULUS_LOSS
@@ -639,6 +644,27 @@ class _Adam:
             self.p.addcdiv_(self.m, denom, value=-lr / (1.0 - self.b1 ** self.k))
 
 
+class _GD:
+    """Gradient descent in the loss's own step, with Nesterov momentum.
+
+    The step ``eta`` that turns the gradient into ``x - P(x)`` (the modulus "projection" the loss
+    implies) is known at every evaluation, so ``learning_rate`` 1 without momentum is exactly
+    error reduction (ER) for the amplitude loss; momentum accelerates it.
+    """
+
+    def __init__(self, torch, p, lr, momentum):
+        self.torch, self.p, self.mu = torch, p, momentum
+        self.param_groups = [{"lr": lr}]
+        self.v = torch.zeros_like(p)
+        self.state = {0: {"exp_avg": self.v}}      # masked with the support like Adam's
+
+    def step(self, scale):
+        with self.torch.no_grad():
+            g = self.p.grad.mul_(scale * -float(self.param_groups[0]["lr"]))
+            self.v.mul_(self.mu).add_(g)
+            self.p.add_(g).add_(self.v, alpha=self.mu)
+
+
 def run(problem, state, params, ctx):
     import torch
     device = _device(params["device"])
@@ -738,6 +764,7 @@ def _run(torch, problem, state, params, ctx, device):
     p = torch.view_as_real(x0).clone().contiguous().requires_grad_(True)
     del x0
     sf = support.to(torch.float32)
+    sf3 = sf.unsqueeze(-1)          # the support on the real view (*shape, 2) of the parameters
     box = _tv_box(support) if tvw else None
     # differentiate the loss times the support size: the normalised loss gives gradients of
     # order 1/n per voxel, below the absolute thresholds of L-BFGS (curvature pairs with
@@ -764,7 +791,7 @@ def _run(torch, problem, state, params, ctx, device):
         if project:
             # the parameters stay zero outside the support: projecting the gradient is the
             # same as differentiating through p * S but costs one multiply instead of two
-            torch.view_as_complex(p.grad).mul_(sf)
+            p.grad.mul_(sf3)             # real view: no promotion of sf to complex
         if done < n:
             losses[done] = val.detach()
             chi[done] = info["chi"]
@@ -777,6 +804,8 @@ def _run(torch, problem, state, params, ctx, device):
     def make_opt():
         if opt_name == "adam":
             return _Adam(torch, p, lr0)
+        if opt_name == "gd":
+            return _GD(torch, p, lr0, params["momentum"])
         return torch.optim.LBFGS([p], lr=lr0, max_iter=1, max_eval=1, history_size=20,
                                  tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
 
@@ -792,11 +821,12 @@ def _run(torch, problem, state, params, ctx, device):
         return None if feedback else make_opt()
 
     def set_support(new, it):
-        nonlocal support, sf, box, frac
+        nonlocal support, sf, sf3, box, frac
         frac = float(new.sum()) / new.numel()
         _guard(frac, params, ctx, it)
         support = new
         sf = support.to(torch.float32)
+        sf3 = sf.unsqueeze(-1)
         box = _tv_box(support) if tvw else None
 
     def to_full(it):
@@ -839,12 +869,15 @@ def _run(torch, problem, state, params, ctx, device):
                 with torch.no_grad():
                     x.mul_(sf)
                 opt = start_phase(feedback=False)
-        elif opt_name == "adam":
+        elif opt_name in ("adam", "gd"):
             if params["learning_rate_final"] is not None:
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(params, lr0, done - n_fb, n - n_fb)
             closure()
-            opt.step()
+            if opt_name == "adam":
+                opt.step()
+            else:
+                opt.step(last["eta"] / gain)
         else:
             # one L-BFGS call runs up to the next boundary (report, plateau check, shrink-wrap, end
             # of the coarse stage); its curvature history is kept across calls and dropped when the
@@ -894,10 +927,10 @@ def _run(torch, problem, state, params, ctx, device):
                     if done >= n_fb:
                         # pixels leaving the support are zeroed (as ER does) and lose their
                         # momentum; pixels joining it start from zero
-                        p.mul_(sf[..., None])
+                        p.mul_(sf3)
                         for st in (opt.state.values() if opt is not None else ()):
                             if "exp_avg" in st:
-                                st["exp_avg"].mul_(sf[..., None])
+                                st["exp_avg"].mul_(sf3)
                 support_records[end - 1] = frac
                 ref_loss = cur
                 if opt_name == "lbfgs" and opt is not None:

@@ -303,7 +303,7 @@ def test_ad_only_config_reaches_the_target():
     path = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "ad_only.yaml")
     r = cdi_plugins.run(path)
     assert compare_to_truth(r.obj, r.truth)["error"] < 0.15
-    assert r.history[-1]["algorithm"] == "ad" and len(r.history) == 500
+    assert r.history[-1]["algorithm"] == "ad" and len(r.history) == 460
     assert r.history[-1].get("grid") is None and r.history[0]["grid"] == [32, 32, 32]   # coarse to fine
 
 
@@ -324,7 +324,9 @@ def test_nn_ad_pipelines_fit_as_well_as_the_classic_recipe(name):
     if not builtin_weights():
         pytest.skip("shipped weights not installed")
     sim = simulate_crystal(64, seed=103, counts=1e8)
-    base = {"name": "t", "backend": "numpy", "seed": 0, "threads": 1}
+    # scipy.fft: the classic recipe's HIO amplifies rounding, and pyFFTW's plans (so its rounding)
+    # differ from machine to machine; over seven crystals nn_ad fits better on six
+    base = {"name": "t", "backend": "numpy", "seed": 0, "threads": 1, "fft": "scipy"}
     classic = cdi_plugins.run({**base, "steps": _recipe_steps("classic_iterative.yaml")}, data=sim["intensity"])
     pipe = cdi_plugins.run({**base, "steps": _recipe_steps(name)}, data=sim["intensity"])
     assert [s["algorithm"] for s in pipe.steps][:2] == ["nn", "ad"]
@@ -378,6 +380,36 @@ def test_adam_update_is_torch_optim_adam(fused):
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     assert torch.allclose(mine.state[0]["exp_avg"], ref.state[b]["exp_avg"], rtol=1e-5, atol=1e-7)
     assert not torch.equal(a, p0)
+
+
+def test_gd_with_unit_step_and_no_momentum_is_error_reduction(noisy):
+    """optimizer gd, learning_rate 1, momentum 0: one step is exactly one ER iteration (amplitude loss)."""
+    prob = Problem.from_array(noisy["intensity"])
+    t = noisy["truth"]
+    rough = (t * np.exp(0.5j * np.random.default_rng(3).standard_normal(t.shape))).astype(np.complex64)
+    sup = np.abs(t) > 0.05 * np.abs(t).max()
+    start = State(obj=rough * sup, support=sup)      # the refiner confines its start to the support
+    st = ad.run(prob, start, params(iterations=1, optimizer="gd", learning_rate=1.0, momentum=0.0,
+                                    shrink_wrap_period=0, plateau_patience=0), ctx())
+    er = cdi_plugins.get_registry().get("er")
+    ref = er.run(prob, start, er.params.validate({"iterations": 1, "shrink_wrap_period": 0}), ctx())
+    a, b = np.asarray(st.obj), np.asarray(ref.obj) * sup
+    c = np.vdot(b, a) / np.vdot(b, b)                  # the refiner hands on its least-squares scale
+    assert rel(a, c * b) < 1e-4 and abs(abs(c) - 1) < 0.05
+
+
+def test_gd_momentum_converges_faster_than_plain_steps(noisy):
+    prob = Problem.from_array(noisy["intensity"])
+    t = noisy["truth"]
+    rough = (t * np.exp(0.6j * np.random.default_rng(5).standard_normal(t.shape))).astype(np.complex64)
+    end = {}
+    for mu in (0.0, 0.8):
+        st = ad.run(prob, truth_state({"truth": rough}), params(iterations=40, optimizer="gd", momentum=mu,
+                                                                 shrink_wrap_period=0, plateau_patience=0), ctx())
+        h = [r["chi2"] for r in st.history]
+        assert h[-1] < 0.5 * h[0]
+        end[mu] = h[-1]
+    assert end[0.8] < end[0.0]
 
 
 # ----------------------------------------------------------------------------- coarse stage

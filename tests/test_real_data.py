@@ -80,9 +80,10 @@ def test_nn_ad_pipeline_converges_near_the_iterative_result(outputs):
     assert s["chi2_end"] < 0.1 * s["chi2_start"], s
     c = compare(outputs["nn_ad"], outputs["hio"])
     print(f"\nreal_au: normalised difference nn_ad vs hio after alignment: {c['difference']:.4f}")
-    # measured 0.40: short of the 0.3 the iterative pair reaches (the network saw only simulated
-    # 32^3 crystals); this bound guards against it getting worse
-    assert c["difference"] < 0.5
+    # measured 0.33 here (scipy.fft; 0.28 with pyFFTW), as close as the two iterative recipes come
+    # to each other (0.27-0.32); it was 0.40 before the coarse-to-fine AD and the fine-tuned
+    # weights: this bound guards against falling back
+    assert c["difference"] < 0.4
 
 
 def test_the_two_reconstructions_agree(outputs):
