@@ -48,10 +48,12 @@ tests): composed from PyTorch's elementwise operations it cost more than the
 two FFTs of an iteration on a CPU.
 
 Optimisers: Adam (default; one evaluation per iteration; optional cosine decay
-of the learning rate) and L-BFGS with a strong-Wolfe line search (one
-*iteration* is one evaluation of the loss and its gradient, line-search trials
-included, so that an iteration costs the same FFT work for every optimiser and
-for ER/HIO).  An optional isotropic total variation, divided by the object's
+of the learning rate; the refiner's own update, see :class:`_Adam`), L-BFGS
+with a strong-Wolfe line search (one *iteration* is one evaluation of the loss
+and its gradient, line-search trials included, so that an iteration costs the
+same FFT work for every optimiser and for ER/HIO), and ``gd``: gradient descent
+in the loss's own step ``eta`` (below) with Nesterov momentum, which for the
+amplitude loss, learning rate 1 and no momentum is exactly ER.  An optional isotropic total variation, divided by the object's
 rms (so that the fitted scale cannot shrink it away) and computed on the
 support's bounding box only, is added with weight ``tv_weight``.
 
@@ -76,6 +78,16 @@ optimiser polishes.  With 400 such iterations and 200 of Adam
 simulated crystals (median 0.033, against 0.061 for the 620-iteration ER/HIO
 recipe); the twelfth stagnated at 0.25, as the ER/HIO recipe does there from
 4 of 5 random starts.
+
+Coarse to fine
+--------------
+``coarse_iterations`` > 0 runs the first iterations on the central
+1/``coarse_factor`` of the pattern per axis (the low spatial frequencies), with
+the object on a grid of the same field of view and ``coarse_factor`` times
+larger voxels, then Fourier-interpolates it onto the full grid (support rebuilt
+by shrink-wrap) for the rest.  At 64^3 a coarse iteration costs about a fifth
+of a full one here.  The recorded chi^2 stays that of the whole pattern (see
+:class:`_Model`), and the coarse records carry ``grid``.
 
 Support and stopping
 --------------------
@@ -132,10 +144,12 @@ PARAMS = [
     Param("loss", "str", "amplitude",
           "amplitude: Gaussian on sqrt(I); poisson: Poisson deviance; max_normalised: 3D-CDI-NN's "
           "max-normalised amplitude L2", choices=LOSSES),
-    Param("optimizer", "str", "adam", "adam, or lbfgs (strong-Wolfe line search)", choices=OPTIMIZERS),
+    Param("optimizer", "str", "adam",
+          "adam, lbfgs (strong-Wolfe line search) or gd (gradient descent in the loss's own step, with "
+          "Nesterov momentum)", choices=OPTIMIZERS),
     Param("learning_rate", "float", None,
-          "step size (null: 0.02 for adam, 1 for lbfgs); with adam about the relative change of "
-          "the object per iteration", low=0, low_open=True, nullable=True),
+          "step size (null: 0.02 for adam, 1 for lbfgs and gd); with adam about the relative change "
+          "of the object per iteration; with gd in units of the loss's own step (1: ER's)", low=0, low_open=True, nullable=True),
     Param("momentum", "float", 0.5, "gd: Nesterov momentum (0: plain steps; with learning_rate 1, ER)",
           low=0, high=1, high_open=True),
     Param("learning_rate_final", "float", None,
@@ -185,7 +199,7 @@ PARAMS = [
           low=1, nullable=True),
 ]
 
-SUMMARY = "Automatic-differentiation refinement (PyTorch): fit the object to the data by Adam or L-BFGS"
+SUMMARY = "Automatic-differentiation refinement (PyTorch): fit the object to the data by Adam, L-BFGS or gd"
 
 
 def _torch_missing() -> str | None:
