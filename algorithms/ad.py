@@ -859,7 +859,7 @@ def _run(torch, problem, state, params, ctx, device):
         gain_t = torch.tensor(gain, dtype=torch.float32, device=device)
         return new
 
-    opt = start_phase(feedback=n_fb > 0) if n_fb else make_opt()
+    opt = start_phase(feedback=True) if n_fb else make_opt()
     closure = lambda: evaluate(True)
 
     def read(i0, i1):

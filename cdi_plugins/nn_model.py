@@ -312,8 +312,8 @@ def train(config: dict, *, progress: bool = True, log=print) -> dict:
     built-in weights name or ``.pt`` file of the same architecture to fine-tune from -- its metadata,
     including how it was trained, is recorded under ``init`` in the new weights).  Validation runs after
     every epoch; the checkpoint after every epoch holds model, optimiser and epoch, and a run resumes from
-    it (the checkpoint then takes precedence over ``init``).  The best epoch (lowest validation loss) is written to
-    ``out``.
+    it (the checkpoint then takes precedence over ``init``).  The best epoch (lowest validation loss) is
+    written to ``out``.
     """
     torch = _torch()
     from tqdm import tqdm
