@@ -733,6 +733,12 @@ def _resample(x, shape):
     return torch.fft.ifftn(X) * (math.prod(shape) / math.prod(x.shape))
 
 
+def _resample_support(support, shape):
+    """A bool support carried onto another grid: its Fourier-interpolated indicator above one half."""
+    import torch
+    return _resample(support.to(torch.complex64), shape).real > 0.5
+
+
 def _run(torch, problem, state, params, ctx, device):
     be = ctx.backend
     full_model = _model(problem, device)
@@ -760,12 +766,11 @@ def _run(torch, problem, state, params, ctx, device):
         # field of view and correspondingly larger voxels (an FFT 2^3-3^3 times cheaper)
         model = _model(problem, device, coarse)
         x0 = _resample(x0, coarse)
-        support = _resample(support.to(torch.complex64), coarse).real > 0.5
+        support = _resample_support(support, coarse)
         if not bool(support.any()):
             raise CDIError(f"the support vanishes on the coarse {'x'.join(map(str, coarse))} grid; lower "
                            "coarse_factor or set coarse_iterations: 0", f"step {ctx.step} ({NAME})")
-        x0 = x0 * support
-        x0 = x0 / math.sqrt(float((x0.real.square() + x0.imag.square()).sum()) / float(support.sum()))
+        x0 = x0 * support                # start_phase below puts it back on the scale it needs
 
     def sigma_at(it):
         """Shrink-wrap smoothing at iteration *it*, in pixels of the grid in use."""
@@ -852,14 +857,14 @@ def _run(torch, problem, state, params, ctx, device):
             if period:
                 new = _shrink_wrap(x, sigma_at(it), params["shrink_wrap_threshold"])
             else:
-                new = _resample(support.to(torch.complex64), full_shape).real > 0.5
+                new = _resample_support(support, full_shape)
             set_support(new, it)
             p = torch.view_as_real(x * sf).clone().contiguous().requires_grad_(True)
         gain = float(support.sum())
         gain_t = torch.tensor(gain, dtype=torch.float32, device=device)
         return new
 
-    opt = start_phase(feedback=True) if n_fb else make_opt()
+    opt = start_phase(feedback=n_fb > 0)
     closure = lambda: evaluate(True)
 
     def read(i0, i1):
@@ -955,7 +960,7 @@ def _run(torch, problem, state, params, ctx, device):
         xd = torch.view_as_complex(p.detach()) * sf
         if model is not full_model:      # stopped inside the coarse stage
             xd = _resample(xd, full_shape)
-            support = _resample(support.to(torch.complex64), full_shape).real > 0.5
+            support = _resample_support(support, full_shape)
             xd = xd * support
             sf = support.to(torch.float32)
         s = full_model.scale(torch.view_as_real(xd))
