@@ -26,7 +26,7 @@ import weakref
 import numpy as np
 
 from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
-from cdi_plugins.support import autocorrelation_support, check_support_fraction, shrink_wrap
+from cdi_plugins.compute.support import autocorrelation_support, check_support_fraction, shrink_wrap
 
 _COMMON = [
     Param("iterations", "int", 100, "number of iterations", low=1),

@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import cdi_plugins
-    from cdi_plugins.metrics import compare_to_truth
-    from cdi_plugins.simulate import simulate_crystal
+    from cdi_plugins.compute.metrics import compare_to_truth
+    from cdi_plugins.physics.simulate import simulate_crystal
     try:
         import cohere_core.controller.phasing as ph
     except ImportError:

@@ -48,10 +48,10 @@ def main(argv=None) -> int:
     import scipy.fft
 
     import cdi_plugins
-    from cdi_plugins.backend import get_backend
-    from cdi_plugins.registry import get_registry
-    from cdi_plugins.simulate import simulate_crystal
-    from cdi_plugins.state import Context, Problem
+    from cdi_plugins.compute.backend import get_backend
+    from cdi_plugins.core.registry import get_registry
+    from cdi_plugins.physics.simulate import simulate_crystal
+    from cdi_plugins.core.state import Context, Problem
 
     be = get_backend(args.backend, fft=args.fft, threads=args.threads)
     reg = get_registry()

@@ -39,10 +39,10 @@ ROOT = os.path.dirname(HERE)
 def crystal(source: str, shape: int, seed: int, counts: float) -> tuple:
     """(intensity, truth) of one held-out crystal."""
     if source == "atomistic":
-        from cdi_plugins.atomistic import atomistic_crystal
+        from cdi_plugins.physics.atomistic import atomistic_crystal
         s = atomistic_crystal([1000 + seed, 0], shape=shape, counts=counts)
         return s["intensity"], s["rho"]
-    from cdi_plugins.simulate import simulate_crystal
+    from cdi_plugins.physics.simulate import simulate_crystal
     s = simulate_crystal(shape, seed=seed, counts=counts)
     return s["intensity"], s["truth"]
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import cdi_plugins
-    from cdi_plugins.metrics import compare_to_truth
+    from cdi_plugins.compute.metrics import compare_to_truth
 
     recipes = [args.baseline] + [r for r in args.recipes if r != args.baseline]
     over = [("threads", args.threads)]

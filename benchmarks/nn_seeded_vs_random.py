@@ -14,8 +14,8 @@ import argparse
 import numpy as np
 
 import cdi_plugins
-from cdi_plugins.atomistic import atomistic_crystal
-from cdi_plugins.metrics import compare_to_truth
+from cdi_plugins.physics.atomistic import atomistic_crystal
+from cdi_plugins.compute.metrics import compare_to_truth
 
 RANDOM = "3*(20*ER+180*HIO)+20*ER"
 

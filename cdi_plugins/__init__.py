@@ -18,13 +18,13 @@ import os
 
 __version__ = "0.1.0"
 
-from .errors import CDIError
-from .hookspecs import hookimpl
-from .params import Param, ParamModel
-from .registry import AlgorithmSpec, Registry, get_registry
-from .result import Result
-from .state import Context, Problem, State
-from .pipeline import run, run_all
+from cdi_plugins.errors import CDIError
+from cdi_plugins.core.hookspecs import hookimpl
+from cdi_plugins.core.params import Param, ParamModel
+from cdi_plugins.core.registry import AlgorithmSpec, Registry, get_registry
+from cdi_plugins.core.result import Result
+from cdi_plugins.core.state import Context, Problem, State
+from cdi_plugins.pipeline import run, run_all
 
 __all__ = ["run", "run_all", "save", "load", "Result", "CDIError", "hookimpl", "AlgorithmSpec", "Param",
            "ParamModel", "Problem", "State", "Context", "Registry", "get_registry", "__version__"]
@@ -36,7 +36,7 @@ def save(result: Result, path, *, overwrite: bool = False) -> None:
     Refuses to overwrite an existing file unless *overwrite*, and never
     overwrites the file the data was read from.
     """
-    from .io import write_cxi
+    from cdi_plugins.io import write_cxi
     source = (result.metadata or {}).get("source")
     protect = (source,) if source and os.path.exists(str(source)) else ()
     write_cxi(result, path, overwrite=overwrite, protect=protect)
@@ -44,5 +44,5 @@ def save(result: Result, path, *, overwrite: bool = False) -> None:
 
 def load(path) -> Result:
     """Read a result written by :func:`save` (or ``cdi run``)."""
-    from .io import load_cxi
+    from cdi_plugins.io import load_cxi
     return load_cxi(path)

@@ -11,12 +11,12 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from .backend import get_backend
-from .errors import CDIError
-from .prepare import is_noop, oversampling_estimate, prepare
-from .recipe import DatasetPlan, Recipe, load_recipe
-from .result import Result
-from .state import Context, Problem, State
+from cdi_plugins.compute.backend import get_backend
+from cdi_plugins.errors import CDIError
+from cdi_plugins.physics.prepare import is_noop, oversampling_estimate, prepare
+from cdi_plugins.recipe import DatasetPlan, Recipe, load_recipe
+from cdi_plugins.core.result import Result
+from cdi_plugins.core.state import Context, Problem, State
 
 __all__ = ["run", "run_all", "build_problem", "run_plan", "versions"]
 
@@ -48,7 +48,7 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
     intensity autocorrelation), ``preparation`` (what ``data.prepare`` did)
     when the data was prepared, and ``geometry`` when the recipe has one.
     """
-    from .io import read_array, read_intensity
+    from cdi_plugins.io import read_array, read_intensity
     d = plan.data
     truth = None
     metadata: dict = {}
@@ -58,7 +58,7 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
         source = os.fspath(data)
         intensity = read_intensity(source, dataset=d.get("dataset"))
     elif "simulate" in d:
-        from .simulate import simulate_crystal
+        from cdi_plugins.physics.simulate import simulate_crystal
         sim = simulate_crystal(**d["simulate"])
         intensity, truth, source = sim["intensity"], sim["truth"], "simulated crystal"
         metadata = dict(sim.get("metadata") or {})
@@ -111,7 +111,7 @@ def _final_score(state) -> float:
 
 def _average(kept: list, k: int) -> tuple[np.ndarray, list]:
     """Mean of the *k* lowest-scoring objects, each aligned to the best (translation, phase, twin)."""
-    from .metrics import compare_to_truth
+    from cdi_plugins.compute.metrics import compare_to_truth
     kept = sorted(kept, key=lambda t: t[0])[:k]
     ref = kept[0][2]
     total = ref.astype(np.complex128)
@@ -180,7 +180,7 @@ def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
         metadata["best_run"] = int(np.argmin(scores)) + 1
     if plan.average > 1:
         obj, metadata["averaged_runs"] = _average(kept, plan.average)
-        from .metrics import chi2
+        from cdi_plugins.compute.metrics import chi2
         metadata["average_chi2"] = chi2(obj, problem.intensity, problem.unconstrained)
     return Result(obj=obj, support=support, history=list(best.history), timings=timings, steps=steps,
                   intensity=np.array(problem.intensity), mask=np.array(problem.mask), metadata=metadata,

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from cdi_plugins.backend import available_backends
+from cdi_plugins.compute.backend import available_backends
 
 GPU_REASON = available_backends()["cupy"]
 HAVE_GPU = GPU_REASON == "ok"
@@ -24,7 +24,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def small_crystal():
     """A 40^3 noise-free simulated crystal (dict from simulate_crystal)."""
-    from cdi_plugins.simulate import simulate_crystal
+    from cdi_plugins.physics.simulate import simulate_crystal
     return simulate_crystal(40, seed=1, counts=1e9, noise=False)
 
 

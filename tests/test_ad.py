@@ -9,11 +9,11 @@ torch = pytest.importorskip("torch")
 
 import cdi_plugins  # noqa: E402
 from cdi_plugins import CDIError, State, get_registry  # noqa: E402
-from cdi_plugins.backend import get_backend  # noqa: E402
-from cdi_plugins.metrics import chi2, compare_to_truth, far_field  # noqa: E402
-from cdi_plugins.simulate import simulate_crystal  # noqa: E402
-from cdi_plugins.state import Context, Problem  # noqa: E402
-from cdi_plugins.algorithms import ad  # noqa: E402
+from cdi_plugins.compute.backend import get_backend  # noqa: E402
+from cdi_plugins.compute.metrics import chi2, compare_to_truth, far_field  # noqa: E402
+from cdi_plugins.physics.simulate import simulate_crystal  # noqa: E402
+from cdi_plugins.core.state import Context, Problem  # noqa: E402
+from cdi_plugins.algorithms.ad import plugin as ad  # noqa: E402
 
 N = 32
 # the random-start recipe of configs/ad_only.yaml
@@ -320,7 +320,7 @@ def _recipe_steps(name):
 def test_nn_ad_pipelines_fit_as_well_as_the_classic_recipe(name):
     """The NN -> AD recipes reach a chi^2 at least as low as the 620-iteration classic recipe on a
     held-out simulated crystal (how much faster they are is printed by benchmarks/bench_pipelines.py)."""
-    from cdi_plugins.nn_model import builtin_weights
+    from cdi_plugins.algorithms.nn.network import builtin_weights
     if not builtin_weights():
         pytest.skip("shipped weights not installed")
     sim = simulate_crystal(64, seed=103, counts=1e8)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cdi_plugins import CDIError
-from cdi_plugins.atomistic import (A_AU, Q_111, atomistic_crystal, cut_crystal, fcc_lattice, load_set, make_set,
+from cdi_plugins.physics.atomistic import (A_AU, Q_111, atomistic_crystal, cut_crystal, fcc_lattice, load_set, make_set,
                                    screw_dislocation)
 
 

@@ -7,10 +7,10 @@ import pytest
 import scipy.fft
 
 from cdi_plugins import CDIError
-from cdi_plugins.backend import available_backends, fft_engines, get_backend
-from cdi_plugins.support import autocorrelation_support, shrink_wrap, smooth
+from cdi_plugins.compute.backend import available_backends, fft_engines, get_backend
+from cdi_plugins.compute.support import autocorrelation_support, shrink_wrap, smooth
 
-from .conftest import HAVE_GPU
+from tests.conftest import HAVE_GPU
 
 
 def test_auto_is_numpy_without_a_gpu():
@@ -60,7 +60,7 @@ def test_small_ffts_use_one_thread_unless_told():
 def test_fftw_wisdom_is_cached_on_disk(tmp_path, monkeypatch):
     if fft_engines()["pyfftw"] != "ok":
         pytest.skip("pyFFTW not installed")
-    from cdi_plugins import backend as bk
+    from cdi_plugins.compute import backend as bk
     monkeypatch.setenv("CDI_PLUGINS_CACHE", str(tmp_path))
     bk.Workspace(get_backend("numpy", fft="pyfftw", threads=1), (20, 22, 26))
     assert os.path.getsize(tmp_path / "fftw_wisdom.pickle") > 0
@@ -102,7 +102,7 @@ def test_cupy_workspace_round_trip():
 @pytest.mark.gpu
 def test_cupy_and_numpy_give_the_same_reconstruction():
     import cdi_plugins
-    from cdi_plugins.metrics import compare_to_truth
+    from cdi_plugins.compute.metrics import compare_to_truth
     recipe = {"data": {"simulate": {"shape": 48, "seed": 1}}, "steps": "2*(20*ER+100*HIO)+20*ER"}
     gpu = cdi_plugins.run({**recipe, "backend": "cupy"})
     cpu = cdi_plugins.run({**recipe, "backend": "numpy"})

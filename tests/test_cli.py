@@ -12,7 +12,7 @@ import pytest
 
 import cdi_plugins
 from cdi_plugins.cli import main
-from cdi_plugins.simulate import simulate_crystal
+from cdi_plugins.physics.simulate import simulate_crystal
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from cdi_plugins import CDIError
 from cdi_plugins.cli import main
 from cdi_plugins.io.cohere import (config_rec_to_recipe, read_cohere_results, read_config_rec,
                                    recipe_to_config_rec, write_cohere_results, write_config_rec)
-from cdi_plugins.metrics import chi2
+from cdi_plugins.compute.metrics import chi2
 
 try:
     import cohere_core.controller.phasing  # noqa: F401
@@ -50,7 +50,7 @@ def er_result():
 @needs_cohere
 def test_pinned_version_is_installed():
     import importlib.metadata
-    from cdi_plugins.algorithms.cohere import COHERE_VERSION
+    from cdi_plugins.algorithms.cohere.plugin import COHERE_VERSION
     assert importlib.metadata.version("cohere-core") == COHERE_VERSION
 
 
@@ -118,8 +118,8 @@ def test_cohere_continues_from_a_results_folder(tmp_path, er_result):
 
 
 def test_cohere_unavailable_is_listed_and_refused(monkeypatch, capsys):
-    import cdi_plugins.algorithms.cohere as mod
-    from cdi_plugins.registry import Registry, reset_registry
+    import cdi_plugins.algorithms.cohere.plugin as mod
+    from cdi_plugins.core.registry import Registry, reset_registry
     monkeypatch.setattr(mod, "cohere_status", lambda: "cohere-core is not installed; " + mod.INSTALL_HINT)
     reg = Registry(entry_points=False)
     reg.register_plugin(mod, name="cohere")
@@ -194,7 +194,7 @@ def _experiment(tmp_path, conf):
     (exp / "conf").mkdir(parents=True)
     (exp / "phasing_data").mkdir()
     write_config_rec(conf, exp / "conf" / "config_rec")
-    from cdi_plugins.simulate import simulate_crystal
+    from cdi_plugins.physics.simulate import simulate_crystal
     sim = simulate_crystal(32, seed=1)
     import tifffile
     tifffile.imwrite(exp / "phasing_data" / "data.tif", np.sqrt(sim["intensity"]).T.astype(np.float32))

@@ -5,7 +5,7 @@ import pytest
 
 import cdi_plugins
 from cdi_plugins.cli import main
-from cdi_plugins.plots import iteration_times
+from cdi_plugins.report.plots import iteration_times
 
 SIM = "data: {simulate: {shape: 32, seed: 0, counts: 1.0e8}}\nthreads: 1\n"
 
@@ -40,7 +40,8 @@ def test_compare_refuses_recipes_on_different_data(recipes, tmp_path, capsys):
 
 
 def test_compare_with_data_overrides_every_recipe(recipes, tmp_path, capsys):
-    sim = cdi_plugins.simulate.simulate_crystal(32, seed=2)
+    from cdi_plugins.physics.simulate import simulate_crystal
+    sim = simulate_crystal(32, seed=2)
     path = tmp_path / "pattern.npy"
     np.save(path, sim["intensity"])
     assert main(["compare", str(recipes[0]), str(recipes[1]), "--data", str(path), "-q"]) == 0

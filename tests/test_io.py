@@ -15,7 +15,7 @@ from cdi_plugins.errors import CDIError
 from cdi_plugins.io import (atomic_path, check_writable, load_cxi, read_array, read_intensity,
                             write_cxi)
 from cdi_plugins.io import cxi as cxi_module
-from cdi_plugins.result import Result
+from cdi_plugins.core.result import Result
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 REAL_TIF = REPO.parent / "shared" / "data" / "au_3dcdinn_ft_crop_64.tif"

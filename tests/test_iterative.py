@@ -5,10 +5,10 @@ import pytest
 
 import cdi_plugins
 from cdi_plugins import CDIError
-from cdi_plugins.backend import get_backend
-from cdi_plugins.metrics import chi2, compare_to_truth
-from cdi_plugins.registry import get_registry
-from cdi_plugins.state import Context, Problem, State
+from cdi_plugins.compute.backend import get_backend
+from cdi_plugins.compute.metrics import chi2, compare_to_truth
+from cdi_plugins.core.registry import get_registry
+from cdi_plugins.core.state import Context, Problem, State
 
 
 # scipy.fft unless a test asks for another engine: HIO and RAAR from a random start amplify rounding, and

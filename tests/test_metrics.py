@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from cdi_plugins.errors import CDIError
-from cdi_plugins.metrics import chi2, compare_to_truth, far_field, twin
-from cdi_plugins.simulate import simulate_crystal
+from cdi_plugins.compute.metrics import chi2, compare_to_truth, far_field, twin
+from cdi_plugins.physics.simulate import simulate_crystal
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 
 import cdi_plugins
 from cdi_plugins import CDIError, get_registry
-from cdi_plugins.nn_model import (CDINN, builtin_weights, check_figures, crop_pad, estimate_oversampling,
+from cdi_plugins.algorithms.nn.network import (CDINN, builtin_weights, check_figures, crop_pad, estimate_oversampling,
                                   figures, fourier_resample, from_network, load_weights, save_weights, to_network,
                                   twin_invariant_loss, twin_torch)
 
@@ -102,7 +102,7 @@ def test_bad_weights_files_give_clear_errors(tmp_path):
     torch.save(blob, tmp_path / "lying.pt")
     with pytest.raises(CDIError, match="architecture hash|do not match"):
         load_weights(str(tmp_path / "lying.pt"))
-    from cdi_plugins.nn_model import arch_hash
+    from cdi_plugins.algorithms.nn.network import arch_hash
     blob["meta"]["arch_hash"] = arch_hash(blob["meta"]["arch"])
     torch.save(blob, tmp_path / "lying2.pt")
     with pytest.raises(CDIError, match="do not match the architecture"):
@@ -152,7 +152,7 @@ def test_shipped_weights_reproduce_their_recorded_figures(name):
 
 @needs_weights
 def test_nn_step_on_a_64_cube_gives_a_state_on_the_data_grid(tmp_path):
-    from cdi_plugins.atomistic import atomistic_crystal
+    from cdi_plugins.physics.atomistic import atomistic_crystal
     s = atomistic_crystal([42, 0], shape=64)
     np.save(tmp_path / "x.npy", s["intensity"])
     rec = {"name": "t", "data": {"path": str(tmp_path / "x.npy")}, "backend": "numpy",
@@ -165,7 +165,7 @@ def test_nn_step_on_a_64_cube_gives_a_state_on_the_data_grid(tmp_path):
 
 
 def test_cli_simulate_set_train_and_eval(tmp_path, capsys):
-    from cdi_plugins.nn_cli import main
+    from cdi_plugins.algorithms.nn.commands import main
     data = tmp_path / "s.h5"
     assert main(["simulate-set", str(data), "--n", "2", "--seed", "4", "-q"]) == 0
     cfg = tmp_path / "t.yaml"
@@ -191,7 +191,7 @@ def test_fine_tuning_starts_from_weights_and_records_them(tmp_path, capsys):
     and record how those were trained; a file of another width is refused with a clear error."""
     import torch
 
-    from cdi_plugins.nn_cli import main
+    from cdi_plugins.algorithms.nn.commands import main
     data = tmp_path / "s.h5"
     assert main(["simulate-set", str(data), "--n", "2", "--seed", "4", "-q"]) == 0
     base = f"train: {data}\nval: {data}\ndropout: 0.0\nbatch_size: 2\nthreads: 1\nwidth: 0.125\n"
@@ -226,8 +226,8 @@ def test_nn_seeded_recipe_needs_a_third_of_the_iterations():
 
     import yaml
 
-    from cdi_plugins.atomistic import atomistic_crystal
-    from cdi_plugins.metrics import compare_to_truth
+    from cdi_plugins.physics.atomistic import atomistic_crystal
+    from cdi_plugins.compute.metrics import compare_to_truth
     with open(os.path.join(os.path.dirname(__file__), "..", "configs", "nn_seeded.yaml")) as fh:
         seeded_recipe = yaml.safe_load(fh)
     base = {"name": "t", "backend": "numpy", "fft": "scipy", "threads": 1, "seed": 0,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cdi_plugins import CDIError, Param, ParamModel
-from cdi_plugins.params import suggest
+from cdi_plugins.core.params import suggest
 
 
 def check(param, value, where="recipe.yaml:3: steps[0].x"):

@@ -7,8 +7,8 @@ import pytest
 
 import cdi_plugins
 from cdi_plugins import CDIError, Result
-from cdi_plugins.metrics import compare_to_truth
-from cdi_plugins.simulate import simulate_crystal
+from cdi_plugins.compute.metrics import compare_to_truth
+from cdi_plugins.physics.simulate import simulate_crystal
 
 COHERE = "3*(20*ER+180*HIO)+20*ER"
 

@@ -9,11 +9,11 @@ import pytest
 
 import cdi_plugins
 from cdi_plugins import CDIError
-from cdi_plugins.metrics import far_field, twin
-from cdi_plugins.postprocess import (Geometry, centre_object, phase_gradient, postprocess, remove_phase_ramp,
+from cdi_plugins.compute.metrics import far_field, twin
+from cdi_plugins.physics.postprocess import (Geometry, centre_object, phase_gradient, postprocess, remove_phase_ramp,
                                      unwrap_phase, validate_geometry)
 from cdi_plugins.recipe import load_recipe
-from cdi_plugins.simulate import simulate_crystal
+from cdi_plugins.physics.simulate import simulate_crystal
 
 GOLD = {"hkl": [1, 1, 1], "lattice_constant": 4.078, "energy": 9.0, "voxel_size": 10.0}
 

@@ -13,9 +13,9 @@ from cdi_plugins import CDIError
 from cdi_plugins.cli import main
 from cdi_plugins.io import read_intensity
 from cdi_plugins.pipeline import build_problem
-from cdi_plugins.prepare import fft_friendly, oversampling_estimate, parse_region, prepare, validate_prepare
+from cdi_plugins.physics.prepare import fft_friendly, oversampling_estimate, parse_region, prepare, validate_prepare
 from cdi_plugins.recipe import load_recipe
-from cdi_plugins.simulate import simulate_crystal
+from cdi_plugins.physics.simulate import simulate_crystal
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from cdi_plugins.cli import main
 from cdi_plugins.io import read_vti
 from cdi_plugins.report import compare, summarize
 
-from .conftest import REAL_DATA
+from tests.conftest import REAL_DATA
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

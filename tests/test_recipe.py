@@ -10,7 +10,7 @@ import pytest
 from cdi_plugins import CDIError
 from cdi_plugins.recipe import apply_set, load_recipe, parse_sequence, parse_set
 
-from .conftest import HAVE_GPU
+from tests.conftest import HAVE_GPU
 
 BASE = """\
 name: t

@@ -17,7 +17,7 @@ import pytest
 import cdi_plugins
 from cdi_plugins import AlgorithmSpec, CDIError, Param, hookimpl
 from cdi_plugins.cli import main
-from cdi_plugins.registry import Registry, reset_registry
+from cdi_plugins.core.registry import Registry, reset_registry
 
 SMALL = {"simulate": {"shape": 32, "seed": 0}}
 
@@ -31,7 +31,7 @@ THIRDPARTY = '''
 import numpy as np
 
 from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
-from cdi_plugins.metrics import chi2
+from cdi_plugins.compute.metrics import chi2
 
 
 def run(problem, state, params, ctx):

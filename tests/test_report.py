@@ -9,9 +9,9 @@ import cdi_plugins
 from cdi_plugins import CDIError
 from cdi_plugins.cli import main
 from cdi_plugins.io import read_vti
-from cdi_plugins.metrics import support_stats
-from cdi_plugins.plots import figure
-from cdi_plugins.postprocess import postprocess
+from cdi_plugins.compute.metrics import support_stats
+from cdi_plugins.report.plots import figure
+from cdi_plugins.physics.postprocess import postprocess
 from cdi_plugins.recipe import load_recipe
 from cdi_plugins.report import compare, report, summarize
 
@@ -143,7 +143,7 @@ def test_compare_command(made, capsys):
 
 def test_compare_finds_the_twin_and_a_shift(made):
     res = cdi_plugins.load(made / "res.cxi")
-    from cdi_plugins.metrics import twin
+    from cdi_plugins.compute.metrics import twin
     moved = np.roll(twin(res.obj), (3, -1, 2), axis=(0, 1, 2))
     c = compare(moved, res)
     assert c["difference"] < 1e-3 and c["twin"]

@@ -7,7 +7,7 @@ import pytest
 import scipy.fft
 
 from cdi_plugins.errors import CDIError
-from cdi_plugins.simulate import simulate_crystal
+from cdi_plugins.physics.simulate import simulate_crystal
 
 
 def far_field(obj):

@@ -14,7 +14,7 @@ import stat
 import tempfile
 from typing import Iterable, Iterator
 
-from ..errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["atomic_path", "check_writable"]
 

@@ -28,7 +28,7 @@ import tempfile
 
 import numpy as np
 
-from ..errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["write_cohere_results", "read_cohere_results", "read_config_rec", "write_config_rec",
            "config_rec_to_recipe", "recipe_to_config_rec", "import_cohere_experiment", "read_cohere_data"]
@@ -166,7 +166,7 @@ def read_config_rec(path) -> dict:
 
 def write_config_rec(conf: dict, path, *, overwrite: bool = False) -> None:
     """Write *conf* in cohere's config format (atomically)."""
-    from .atomic import atomic_path
+    from cdi_plugins.io.atomic import atomic_path
     with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             for key, value in conf.items():
@@ -224,7 +224,7 @@ def config_rec_to_recipe(conf: dict, *, engine: str = "ours", registry=None) -> 
         if key in conf and key != "data_dir":
             unsupported.append((key, "folder paths are not carried over (use output.cohere_dir / data.path)"))
     if engine == "cohere":
-        from ..registry import get_registry
+        from cdi_plugins.core.registry import get_registry
         spec = (registry or get_registry()).get("cohere")
         step = {"algorithm": "cohere"}
         for key, value in conf.items():
@@ -353,7 +353,7 @@ def import_cohere_experiment(exp_dir, out_recipe, *, engine: str = "ours", overw
     carried over.  Returns that list of ``(key, reason)``.
     """
     import yaml
-    from .atomic import atomic_path
+    from cdi_plugins.io.atomic import atomic_path
     exp = os.fspath(exp_dir)
     conf_path = os.path.join(exp, "conf", "config_rec")
     if not os.path.isfile(conf_path):

@@ -29,10 +29,10 @@ import pathlib
 
 import numpy as np
 
-from ..errors import CDIError
-from ..result import Result
-from .atomic import atomic_path
-from .readers import _describe, _open_h5, check_input_file
+from cdi_plugins.errors import CDIError
+from cdi_plugins.core.result import Result
+from cdi_plugins.io.atomic import atomic_path
+from cdi_plugins.io.readers import _describe, _open_h5, check_input_file
 
 __all__ = ["write_cxi", "load_cxi", "PROGRAM"]
 
@@ -50,7 +50,7 @@ _TRUTH = "/entry_1/image_2"
 
 def _package_version() -> str:
     try:
-        from .. import __version__  # type: ignore[attr-defined]
+        from cdi_plugins import __version__  # type: ignore[attr-defined]
         return str(__version__)
     except Exception:
         pass

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from ..errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["read_array", "read_intensity", "tiff_frames", "SUPPORTED_EXTENSIONS"]
 

@@ -17,9 +17,9 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from ..errors import CDIError
-from .atomic import atomic_path
-from .readers import _describe, check_input_file
+from cdi_plugins.errors import CDIError
+from cdi_plugins.io.atomic import atomic_path
+from cdi_plugins.io.readers import _describe, check_input_file
 
 __all__ = ["write_vti", "read_vti"]
 

@@ -104,7 +104,7 @@ _TRIGGERS = ("shrink_wrap_trigger", "twin_trigger", "phc_trigger", "lowpass_filt
 
 
 def _check(params: dict) -> None:
-    from cdi_plugins.recipe import parse_sequence
+    from cdi_plugins.core import parse_sequence
     seq = params["algorithm_sequence"]
     for name, _ in parse_sequence(seq.replace(".", "_")):
         base = name.split("_")[0]

@@ -42,7 +42,7 @@ _lock = threading.Lock()
 
 
 def _model(weights: str, device: str):
-    from cdi_plugins.nn_model import load_weights, resolve_device
+    from cdi_plugins.algorithms.nn.network import load_weights, resolve_device
     dev = resolve_device(device)
     key = (weights, dev)
     with _lock:
@@ -67,7 +67,7 @@ def predict(intensity, mask=None, *, weights: str = DEFAULT_WEIGHTS, device: str
 
     import torch
 
-    from cdi_plugins.nn_model import estimate_oversampling, from_network, to_network
+    from cdi_plugins.algorithms.nn.network import estimate_oversampling, from_network, to_network
     model, meta, dev = _model(weights, device)
     size = int(meta["arch"]["size"])
     target = float(target_oversampling or meta.get("oversampling_target") or 2.0)
@@ -95,7 +95,7 @@ def predict(intensity, mask=None, *, weights: str = DEFAULT_WEIGHTS, device: str
 
 
 def run_nn(problem, state, params, ctx):
-    from cdi_plugins.metrics import chi2
+    from cdi_plugins.compute.metrics import chi2
     pred = predict(problem.intensity, problem.mask, weights=params["weights"], device=params["device"],
                    oversampling=params["oversampling"], target_oversampling=params["target_oversampling"])
     obj = pred["obj"]

@@ -19,9 +19,9 @@ from typing import Any, Callable, Sequence
 
 import pluggy
 
-from . import hookspecs
-from .errors import CDIError
-from .params import ParamModel, suggest
+from cdi_plugins.core import hookspecs
+from cdi_plugins.errors import CDIError
+from cdi_plugins.core.params import ParamModel, suggest
 
 __all__ = ["AlgorithmSpec", "PluginInfo", "Registry", "get_registry", "reset_registry", "KINDS"]
 

@@ -68,5 +68,5 @@ class Result:
         """Normalised error against the truth after alignment, or None without a truth."""
         if self.truth is None:
             return None
-        from .metrics import compare_to_truth
+        from cdi_plugins.compute.metrics import compare_to_truth
         return compare_to_truth(self.obj, self.truth)["error"]

@@ -22,7 +22,7 @@ import numbers
 import numpy as np
 import scipy.fft
 
-from .errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["simulate_crystal"]
 

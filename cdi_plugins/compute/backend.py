@@ -25,7 +25,7 @@ import threading
 
 import numpy as np
 
-from .errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["Backend", "Workspace", "get_backend", "available_backends", "fft_engines", "default_threads"]
 

@@ -39,8 +39,8 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from .errors import CDIError
-from .params import Param, ParamModel, suggest
+from cdi_plugins.errors import CDIError
+from cdi_plugins.core.params import Param, ParamModel, suggest
 
 __all__ = ["PREPARE", "PREPARE_KEYS", "validate_prepare", "prepare", "oversampling_estimate",
            "fft_friendly", "parse_region"]

@@ -127,7 +127,7 @@ import weakref
 import numpy as np
 
 from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
-from cdi_plugins.support import autocorrelation_support, check_support_fraction
+from cdi_plugins.compute.support import autocorrelation_support, check_support_fraction
 
 NAME = "ad"
 LOSSES = ("amplitude", "poisson", "max_normalised")

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from .errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["CDINN", "arch_hash", "twin_invariant_loss", "save_weights", "load_weights", "train",
            "evaluate", "WEIGHTS_FORMAT", "builtin_weights", "twin_torch", "estimate_oversampling", "crop_pad",
@@ -186,17 +186,12 @@ def figures(pred_amp, pred_phase, t_amp, t_phase, t_support, threshold: float = 
 
 # ------------------------------------------------------------------------------------------ weights
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_WEIGHTS_DIR = os.path.join(os.path.dirname(_HERE), "algorithms", "weights")
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 
 def builtin_weights() -> dict:
-    """Built-in weight names -> file paths (the package's ``algorithms/weights/*.pt``)."""
-    try:
-        from cdi_plugins.algorithms import __file__ as algfile   # installed layout
-        wdir = os.path.join(os.path.dirname(algfile), "weights")
-    except ImportError:  # pragma: no cover
-        wdir = _WEIGHTS_DIR
+    """Shipped weights by name: ``{name: path}`` (the ``.pt`` files next to this module)."""
+    wdir = WEIGHTS_DIR
     if not os.path.isdir(wdir):
         return {}
     return {f[:-3]: os.path.join(wdir, f) for f in sorted(os.listdir(wdir)) if f.endswith(".pt")}
@@ -439,7 +434,7 @@ def train(config: dict, *, progress: bool = True, log=print) -> dict:
 
 def _load_many(paths, limit):
     """One set, or several (a list of paths) concatenated; ``~`` is expanded."""
-    from .atomistic import load_set
+    from cdi_plugins.physics.atomistic import load_set
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     parts = [load_set(os.path.expanduser(os.fspath(p))) for p in paths]
@@ -551,7 +546,7 @@ def check_figures(model, n: int = 12, seed: int = 3, device: str = "cpu") -> dic
     Recorded in the shipped weights (``meta["check"]``) so a test can confirm that the file still
     reproduces them.
     """
-    from .atomistic import atomistic_crystal, network_input
+    from cdi_plugins.physics.atomistic import atomistic_crystal, network_input
     data = {k: [] for k in ("input", "amplitude", "phase", "support")}
     for i in range(n):
         s = atomistic_crystal([seed, i])

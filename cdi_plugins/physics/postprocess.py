@@ -56,8 +56,8 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse import csgraph
 
-from .errors import CDIError
-from .params import Param, ParamModel, suggest
+from cdi_plugins.errors import CDIError
+from cdi_plugins.core.params import Param, ParamModel, suggest
 
 __all__ = ["Geometry", "GEOMETRY_KEYS", "POSTPROCESS", "validate_geometry", "postprocess", "Processed",
            "remove_phase_ramp", "centre_object", "zero_phase_at_com", "unwrap_phase", "phase_gradient",

@@ -13,7 +13,7 @@ import math
 import numbers
 from typing import Any, Callable, Iterable, Sequence
 
-from .errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["Param", "ParamModel", "suggest"]
 

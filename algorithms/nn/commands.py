@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from .errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["add_parsers", "cmd_simulate_set", "cmd_train", "cmd_nn_eval", "cmd_nn_bench"]
 
@@ -16,7 +16,7 @@ __all__ = ["add_parsers", "cmd_simulate_set", "cmd_train", "cmd_nn_eval", "cmd_n
 def cmd_simulate_set(args) -> int:
     from tqdm import tqdm
 
-    from .atomistic import make_set
+    from cdi_plugins.physics.atomistic import make_set
     settings = {}
     if args.shape is not None:
         settings["shape"] = args.shape
@@ -49,7 +49,7 @@ def _read_config(path) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .nn_model import train
+    from cdi_plugins.algorithms.nn.network import train
     cfg = _read_config(args.config)
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
@@ -67,8 +67,8 @@ def cmd_train(args) -> int:
 def cmd_nn_eval(args) -> int:
     import json
 
-    from .atomistic import load_set
-    from .nn_model import evaluate, load_weights, resolve_device
+    from cdi_plugins.physics.atomistic import load_set
+    from cdi_plugins.algorithms.nn.network import evaluate, load_weights, resolve_device
     device = resolve_device(args.device)
     model, meta = load_weights(args.weights, device)
     data = load_set(args.data, args.limit)
@@ -84,7 +84,7 @@ def cmd_nn_eval(args) -> int:
     if args.record:
         import torch
 
-        from .nn_model import check_figures, save_weights
+        from cdi_plugins.algorithms.nn.network import check_figures, save_weights
         check = check_figures(model, n=12, seed=3, device=device)
         meta = dict(meta)
         meta["held_out"] = {**fig, "set": os.path.basename(args.data), "seed": data["seed"],
@@ -103,7 +103,7 @@ def cmd_nn_bench(args) -> int:
     import numpy as np
     import torch
 
-    from .nn_model import load_weights
+    from cdi_plugins.algorithms.nn.network import load_weights
     cores = torch.get_num_threads()
     runs = [("cpu", th) for th in sorted({1, cores})]
     if torch.cuda.is_available():

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["Problem", "State", "Context"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from .errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["chi2", "compare_to_truth", "far_field", "twin", "support_stats", "agreement"]
 

@@ -12,13 +12,13 @@ import os
 import sys
 import time
 
-from .errors import CDIError
+from cdi_plugins.errors import CDIError
 
 EXIT_USAGE = 2
 
 
 def _overrides(items):
-    from .recipe import parse_set
+    from cdi_plugins.recipe import parse_set
     return [parse_set(s) for s in items or ()]
 
 
@@ -31,7 +31,7 @@ def _out_paths(args, rec, data_paths):
                 continue
             jobs.append([plan, dpath])
     if args.dataset and not jobs:
-        from .params import suggest
+        from cdi_plugins.core.params import suggest
         names = [p.name for r in rec.values() for p in r.datasets]
         raise CDIError(f"no dataset named '{args.dataset}'{suggest(args.dataset, names)}", "--dataset")
     multiple = len(jobs) > 1
@@ -127,7 +127,7 @@ def _run_with_progress(plan, problem, label: str, *, quiet: bool):
     """Run one dataset plan behind a progress bar; returns (Result, wall seconds)."""
     import yaml
 
-    from .pipeline import run_plan
+    from cdi_plugins.pipeline import run_plan
     bar = _Progress(plan.iterations * plan.runs, label, enabled=not quiet)
     t0 = time.perf_counter()
     try:
@@ -169,10 +169,10 @@ def _summary(result, path, seconds, extra_paths=()) -> str:
 
 
 def cmd_run(args) -> int:
-    from . import save
-    from .io import check_writable
-    from .pipeline import build_problem
-    from .recipe import load_recipe
+    from cdi_plugins import save
+    from cdi_plugins.io import check_writable
+    from cdi_plugins.pipeline import build_problem
+    from cdi_plugins.recipe import load_recipe
 
     overrides = _overrides(args.set)
     data_paths = [os.path.abspath(p) for p in args.data] if args.data else [None]
@@ -191,11 +191,11 @@ def cmd_run(args) -> int:
         result, wall = _run_with_progress(plan, problem, plan.name, quiet=args.quiet)
         save(result, path, overwrite=overwrite)
         if extra:
-            from .report import report
+            from cdi_plugins.report import report
             report(result, png=extra.get("png"), vti=extra.get("vti"), overwrite=overwrite, protect=protect)
         cdir = _cohere_dir(plan, dpath, len(jobs))
         if cdir:
-            from .io.cohere import write_cohere_results
+            from cdi_plugins.io.cohere import write_cohere_results
             write_cohere_results(result, cdir, overwrite=overwrite)
         if not args.quiet:
             print(_summary(result, path, wall, list(extra.values()) + ([cdir + "/"] if cdir else [])), flush=True)
@@ -215,7 +215,7 @@ def _cohere_dir(plan, dpath, njobs):
 
 
 def cmd_import_cohere(args) -> int:
-    from .io.cohere import import_cohere_experiment
+    from cdi_plugins.io.cohere import import_cohere_experiment
     exp = args.experiment
     out = args.out or os.path.basename(os.path.abspath(exp)) + ".yaml"
     unsupported = import_cohere_experiment(exp, out, engine=args.engine, overwrite=args.overwrite)
@@ -231,7 +231,7 @@ def cmd_import_cohere(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .recipe import load_recipe
+    from cdi_plugins.recipe import load_recipe
     overrides = _overrides(args.set)
     data_paths = [os.path.abspath(p) for p in args.data] if args.data else [None]
     for d in data_paths:
@@ -250,7 +250,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_algorithms(args) -> int:
-    from .registry import get_registry
+    from cdi_plugins.core.registry import get_registry
     reg = get_registry()
     if args.name:
         spec = reg.get(args.name)
@@ -280,7 +280,7 @@ def cmd_algorithms(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from .registry import get_registry
+    from cdi_plugins.core.registry import get_registry
     reg = get_registry()
     if not reg.plugins:
         print("no plugins found in the 'cdi_plugins' entry-point group")
@@ -296,8 +296,8 @@ def cmd_plugins(args) -> int:
 
 def cmd_simulate(args) -> int:
     import numpy as np
-    from .io import atomic_path
-    from .simulate import simulate_crystal
+    from cdi_plugins.io import atomic_path
+    from cdi_plugins.physics.simulate import simulate_crystal
     sim = simulate_crystal(args.shape, seed=args.seed, counts=args.counts, noise=not args.no_noise)
     root, ext = os.path.splitext(args.out)
     if ext != ".npy":
@@ -314,7 +314,7 @@ def cmd_simulate(args) -> int:
 
 def _geometry_from_args(args, stored):
     """The geometry for `cdi report`: the one stored with the result, updated by the command's options."""
-    from .postprocess import validate_geometry
+    from cdi_plugins.physics.postprocess import validate_geometry
     geo = dict(stored or {})
     given = {"hkl": args.hkl, "lattice_constant": args.lattice, "energy": args.energy,
              "voxel_size": (args.voxel_size[0] if args.voxel_size and len(args.voxel_size) == 1 else args.voxel_size),
@@ -332,9 +332,9 @@ def _geometry_from_args(args, stored):
 
 
 def cmd_report(args) -> int:
-    from . import load
-    from .postprocess import POSTPROCESS
-    from .report import format_summary, report, summarize
+    from cdi_plugins import load
+    from cdi_plugins.physics.postprocess import POSTPROCESS
+    from cdi_plugins.report import format_summary, report, summarize
     result = load(args.result)
     geometry = _geometry_from_args(args, (result.metadata or {}).get("geometry"))
     opts = dict((result.metadata or {}).get("postprocess") or {})
@@ -346,7 +346,7 @@ def cmd_report(args) -> int:
     if args.margin is not None:
         opts["margin"] = POSTPROCESS.params["margin"].check(args.margin, "--margin")
     protect = [args.result]
-    from .io import check_writable
+    from cdi_plugins.io import check_writable
     for p in (args.png, args.vti):  # fail before computing anything
         if p:
             check_writable(p, overwrite=args.overwrite, protect=protect)
@@ -385,8 +385,8 @@ def cmd_compare(args) -> int:
         return _compare_recipes(args)
     if args.data or args.png:
         raise CDIError("--data and --png apply when comparing recipes (.yaml)")
-    from . import load
-    from .report import compare, format_summary, summarize
+    from cdi_plugins import load
+    from cdi_plugins.report import compare, format_summary, summarize
     results = [load(p) for p in args.results]
     for p, r in zip(args.results, results):
         print(f"{p}: " + format_summary(r, summarize(r)))
@@ -403,9 +403,9 @@ def cmd_compare(args) -> int:
 
 def _compare_recipes(args) -> int:
     """Run several recipes on the same data and print one table (and a chi^2-vs-time PNG)."""
-    from .io import check_writable
-    from .pipeline import build_problem
-    from .recipe import load_recipe
+    from cdi_plugins.io import check_writable
+    from cdi_plugins.pipeline import build_problem
+    from cdi_plugins.recipe import load_recipe
 
     data = os.path.abspath(args.data) if args.data else None
     plans = []
@@ -447,14 +447,14 @@ def _compare_recipes(args) -> int:
             row += f"  {res.error():>14.4f}"
         print(row)
     if args.png:
-        from .plots import write_convergence_png
+        from cdi_plugins.report.plots import write_convergence_png
         write_convergence_png(args.png, results, overwrite=args.overwrite)
         print(f"wrote {args.png}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from cdi_plugins import __version__
     p = argparse.ArgumentParser(prog="cdi", description="Phase retrieval for Bragg CDI with interchangeable plugins.")
     p.add_argument("--version", action="version", version=f"cdi-plugins {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
 
-    from .nn_cli import add_parsers as add_nn_parsers  # simulate-set, train, nn-eval, nn-bench
+    from cdi_plugins.algorithms.nn.commands import add_parsers as add_nn_parsers  # simulate-set, train, nn-eval, nn-bench
     add_nn_parsers(sub)
     return p
 

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from .errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["gaussian_kernel_rfft", "smooth", "shrink_wrap", "autocorrelation_support", "support_fraction",
            "check_support_fraction"]

@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 
-from .errors import CDIError
-from .metrics import agreement, support_stats
-from .postprocess import POSTPROCESS, Geometry, Processed, postprocess
+from cdi_plugins.errors import CDIError
+from cdi_plugins.compute.metrics import agreement, support_stats
+from cdi_plugins.physics.postprocess import POSTPROCESS, Geometry, Processed, postprocess
 
 __all__ = ["summarize", "report", "compare", "format_summary"]
 
@@ -105,10 +105,10 @@ def report(result, *, png=None, vti=None, geometry=None, options: dict | None = 
     opts = POSTPROCESS.validate(opts, lambda key=None: f"postprocess.{key}" if key else "postprocess")
     processed = postprocess(result.obj, result.support, geo, **opts)
     if png is not None:
-        from .plots import write_png
+        from cdi_plugins.report.plots import write_png
         write_png(png, result, processed, overwrite=overwrite, protect=protect, title=title)
     if vti is not None:
-        from .io import write_vti
+        from cdi_plugins.io import write_vti
         spacing = processed.voxel_size or (1.0, 1.0, 1.0)
         origin = [o * d for o, d in zip(processed.origin, spacing)]
         write_vti(vti, processed.arrays(), spacing=spacing, origin=origin, overwrite=overwrite, protect=protect)

@@ -29,7 +29,7 @@ import os
 import numpy as np
 import scipy.fft
 
-from .errors import CDIError
+from cdi_plugins.errors import CDIError
 
 __all__ = ["A_AU", "Q_111", "fcc_lattice", "random_facets", "cut_crystal", "displacement",
            "edge_dislocation", "screw_dislocation", "deposit", "diffract", "atomistic_crystal", "make_set",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import CDIError
-from .io.atomic import atomic_path
+from cdi_plugins.errors import CDIError
+from cdi_plugins.io.atomic import atomic_path
 
 __all__ = ["figure", "write_png", "convergence_figure", "write_convergence_png"]
 

@@ -1,0 +1,8 @@
+"""``nn``: the 3D-CDI-NN neural predictor as a plugin: the step (``plugin``), the network and its weights
+(``network``), and the commands it adds to ``cdi`` (``commands``: simulate-set, train, nn-eval, nn-bench).
+Registering it imports no torch: the network loads when a step or command needs it.
+"""
+
+from cdi_plugins.algorithms.nn.plugin import cdi_register_algorithms
+
+__all__ = ["cdi_register_algorithms"]
