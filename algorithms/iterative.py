@@ -230,22 +230,21 @@ def _make_run(name: str):
                 ctx.progress(step=ctx.step, algorithm=name, iteration=it + 1, total=n, chi2=c)
         chi_h = be.to_numpy(chi).astype(np.float64) / dd.norm
         chif_h = None if chi_free is None else be.to_numpy(chi_free).astype(np.float64) / dd.norm_free
-        history = list(state.history) if state is not None else []
+        records = []
         for it in range(n):
             rec = {"step": ctx.step, "algorithm": name, "iteration": it + 1, "chi2": float(chi_h[it])}
             if chif_h is not None:
                 rec["chi2_free"] = float(chif_h[it])
             if it in support_records:
                 rec["support_fraction"] = support_records[it]
-            history.append(rec)
+            records.append(rec)
         # HIO/RAAR hand on their iterate as it is, non-zero outside S, so that a following
         # HIO step continues exactly; finish a recipe with ER to get an object confined to S.
         # A support updated on the last iteration is handed on with the object last projected
         # on the previous one: projecting on the fresh (tighter) support as well was tried and
         # cost accuracy (32^3 test crystal: error 0.058 -> 0.10), while skipping the final
         # update left the real Au support in 21 fragments instead of one.
-        return State(obj=be.fftshift(x), support=be.fftshift(s), history=history,
-                     provenance=list(state.provenance) if state is not None else [])
+        return State.after(state, be.fftshift(x), be.fftshift(s), records)
     run.__name__ = f"run_{name}"
     return run
 

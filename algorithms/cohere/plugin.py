@@ -261,15 +261,14 @@ def _run(problem, state, params, ctx, ph, dvut, be, pkg, conf, unc, exact_chi):
         sup_out = dl.to_numpy(rec.support) > 0
         errs = [float(e) for e in rec.errs]
     chi = errs if exact_chi else chi_ours
-    history = list(state.history) if state is not None else []
+    records = []
     for it in range(len(chi)):
         rec_ = {"step": ctx.step, "algorithm": "cohere", "iteration": it + 1, "chi2": float(chi[it]),
                 "cohere_algorithm": alg_of_iter[it] if it < len(alg_of_iter) else "", "cohere_error": errs[it]}
         if it in support_records:
             rec_["support_fraction"] = support_records[it]
-        history.append(rec_)
-    return State(obj=be.asarray(obj), support=be.asarray(sup_out), history=history,
-                 provenance=list(state.provenance) if state is not None else [])
+        records.append(rec_)
+    return State.after(state, be.asarray(obj), be.asarray(sup_out), records)
 
 
 def spec() -> AlgorithmSpec:

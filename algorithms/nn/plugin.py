@@ -115,14 +115,12 @@ def run_nn(problem, state, params, ctx):
                     ", ".join(f"{o:.2f}" for o in pred["oversampling"]), pred["crop"], pred["input"].shape[0],
                     pred["target"], pred["seconds"] * 1e3)
     ctx.progress(step=ctx.step, algorithm="nn", iteration=1, total=1, chi2=c2)
-    history = list(state.history) if state is not None else []
-    history.append({"step": ctx.step, "algorithm": "nn", "iteration": 1, "chi2": c2,
-                    "support_fraction": float(support.mean()),
-                    "oversampling": [float(o) for o in pred["oversampling"]], "crop": int(pred["crop"]),
-                    "network_seconds": float(pred["seconds"])})
+    record = {"step": ctx.step, "algorithm": "nn", "iteration": 1, "chi2": c2,
+              "support_fraction": float(support.mean()),
+              "oversampling": [float(o) for o in pred["oversampling"]], "crop": int(pred["crop"]),
+              "network_seconds": float(pred["seconds"])}
     be = ctx.backend
-    return State(obj=be.asarray(obj), support=be.asarray(support), history=history,
-                 provenance=list(state.provenance) if state is not None else [])
+    return State.after(state, be.asarray(obj), be.asarray(support), [record])
 
 
 def _unavailable() -> str | None:

@@ -152,6 +152,18 @@ class State:
     def replace(self, **changes) -> "State":
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def after(cls, previous: "State | None", obj, support, records=()) -> "State":
+        """The State a step hands on: *obj* and *support*, *previous*'s history followed by
+        *records* (this step's iteration records), and *previous*'s provenance.
+
+        *previous* is the State the step received (``None`` for a first step); it is not changed.
+        """
+        history = list(previous.history) if previous is not None else []
+        history.extend(records)
+        provenance = list(previous.provenance) if previous is not None else []
+        return cls(obj=obj, support=support, history=history, provenance=provenance)
+
 
 @dataclasses.dataclass
 class Context:
