@@ -17,8 +17,8 @@ import yaml
 import cdi_plugins
 from cdi_plugins import CDIError
 from cdi_plugins.cli import main
-from cdi_plugins.io.cohere import (config_rec_to_recipe, read_cohere_results, read_config_rec,
-                                   recipe_to_config_rec, write_cohere_results, write_config_rec)
+from cdi_plugins.algorithms.cohere.experiment import config_rec_to_recipe, recipe_to_config_rec
+from cdi_plugins.io.cohere import read_cohere_results, read_config_rec, write_cohere_results, write_config_rec
 from cdi_plugins.compute.metrics import chi2
 
 try:

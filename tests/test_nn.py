@@ -165,7 +165,7 @@ def test_nn_step_on_a_64_cube_gives_a_state_on_the_data_grid(tmp_path):
 
 
 def test_cli_simulate_set_train_and_eval(tmp_path, capsys):
-    from cdi_plugins.algorithms.nn.commands import main
+    from cdi_plugins.cli import main
     data = tmp_path / "s.h5"
     assert main(["simulate-set", str(data), "--n", "2", "--seed", "4", "-q"]) == 0
     cfg = tmp_path / "t.yaml"
@@ -191,7 +191,7 @@ def test_fine_tuning_starts_from_weights_and_records_them(tmp_path, capsys):
     and record how those were trained; a file of another width is refused with a clear error."""
     import torch
 
-    from cdi_plugins.algorithms.nn.commands import main
+    from cdi_plugins.cli import main
     data = tmp_path / "s.h5"
     assert main(["simulate-set", str(data), "--n", "2", "--seed", "4", "-q"]) == 0
     base = f"train: {data}\nval: {data}\ndropout: 0.0\nbatch_size: 2\nthreads: 1\nwidth: 0.125\n"

@@ -41,15 +41,23 @@ INSTALL_HINT = f"pip install 'cdi-plugins[cohere]' (cohere-core=={COHERE_VERSION
 
 
 def cohere_status() -> str | None:
-    """None when cohere-core can be used, else why not (with the install hint)."""
+    """None when cohere-core is installed, else why not (with the install hint).
+
+    Looks at the installed distribution without importing it: registering the plugin must not pay for
+    importing cohere-core and its dependencies (~1 s).  A cohere-core that is installed but fails to
+    import is reported when a step runs (:func:`run`).
+    """
+    import importlib.metadata
+    import importlib.util
     try:
-        import cohere_core.controller.phasing  # noqa: F401
-    except Exception as exc:  # ImportError, or anything its import chain raises
-        return f"cohere-core is not installed ({exc.__class__.__name__}: {exc}); {INSTALL_HINT}"
+        found = importlib.util.find_spec("cohere_core") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return f"cohere-core is not installed; {INSTALL_HINT}"
     try:
-        import importlib.metadata
         v = importlib.metadata.version("cohere-core")
-    except Exception:
+    except importlib.metadata.PackageNotFoundError:
         v = "?"
     if v != COHERE_VERSION:
         # not fatal: the adapter tests say whether the seam still fits
@@ -151,8 +159,12 @@ def run(problem, state, params, ctx):
     why = cohere_status()
     if why:
         raise CDIError(why)
-    import cohere_core.controller.phasing as ph
-    import cohere_core.utilities.dvc_utils as dvut
+    try:
+        import cohere_core.controller.phasing as ph
+        import cohere_core.utilities.dvc_utils as dvut
+    except Exception as exc:  # ImportError, or anything its import chain raises
+        raise CDIError(f"cohere-core is installed but fails to import ({exc.__class__.__name__}: {exc}); "
+                       f"{INSTALL_HINT}") from None
 
     be = ctx.backend
     pkg = params["processing"]
@@ -281,3 +293,10 @@ def spec() -> AlgorithmSpec:
 @hookimpl
 def cdi_register_algorithms(register):
     register(spec())
+
+
+@hookimpl
+def cdi_register_commands(register):
+    from cdi_plugins.algorithms.cohere.commands import commands
+    for spec_ in commands():
+        register(spec_)

@@ -3,6 +3,6 @@
 Registering it imports no torch: the network loads when a step or command needs it.
 """
 
-from cdi_plugins.algorithms.nn.plugin import cdi_register_algorithms
+from cdi_plugins.algorithms.nn.plugin import cdi_register_algorithms, cdi_register_commands
 
-__all__ = ["cdi_register_algorithms"]
+__all__ = ["cdi_register_algorithms", "cdi_register_commands"]

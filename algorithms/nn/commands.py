@@ -1,6 +1,8 @@
-"""CLI commands of the neural predictor: ``simulate-set``, ``train``, ``nn-eval``, ``nn-bench``.
+"""``cdi`` commands of the neural predictor: ``simulate-set``, ``train``, ``nn-eval``, ``nn-bench``.
 
-``cli.build_parser`` wires them with one line: ``from .nn_cli import add_parsers; add_parsers(sub)``.
+The plugin registers them through the ``cdi_register_commands`` hook (:func:`commands`), as any
+third-party plugin would; the host gives them logging, one-line errors and Ctrl-C handling.
+Nothing heavy is imported until a command runs.
 """
 
 from __future__ import annotations
@@ -8,9 +10,9 @@ from __future__ import annotations
 import os
 import time
 
-from cdi_plugins.errors import CDIError
+from cdi_plugins.core import CDIError, CommandSpec
 
-__all__ = ["add_parsers", "cmd_simulate_set", "cmd_train", "cmd_nn_eval", "cmd_nn_bench"]
+__all__ = ["commands", "cmd_simulate_set", "cmd_train", "cmd_nn_eval", "cmd_nn_bench"]
 
 
 def cmd_simulate_set(args) -> int:
@@ -132,9 +134,7 @@ def cmd_nn_bench(args) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    """Add the neural-predictor commands to an argparse subparsers object."""
-    s = sub.add_parser("simulate-set", help="simulate atomistic gold crystals for 3D-CDI-NN training (HDF5 cache)")
+def _simulate_set_arguments(s) -> None:
     s.add_argument("out", help="output .h5 file (kept as a cache when it exists with the same settings)")
     s.add_argument("--n", type=int, default=1000, help="number of crystals")
     s.add_argument("--seed", type=int, default=0)
@@ -143,16 +143,16 @@ def add_parsers(sub) -> None:
                    help="total photons: one value, or LOW HIGH for a log-uniform range (default 1e5 1e9)")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("-q", "--quiet", action="store_true")
-    s.set_defaults(func=cmd_simulate_set)
 
-    t = sub.add_parser("train", help="train 3D-CDI-NN from a YAML config (validation, checkpoints, resume)")
+
+def _train_arguments(t) -> None:
     t.add_argument("config")
     t.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     t.add_argument("-q", "--quiet", action="store_true")
-    t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("nn-eval", help="IoU, amplitude error and phase RMS of NN weights on a simulated set")
+
+def _nn_eval_arguments(e) -> None:
     e.add_argument("data", help="a set written by simulate-set")
     e.add_argument("--weights", default="au32_w025_ft", help="built-in name or .pt file")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -161,30 +161,22 @@ def add_parsers(sub) -> None:
     e.add_argument("--json", action="store_true")
     e.add_argument("--record", metavar="OUT.pt", default=None,
                    help="write a copy of the weights with these figures (and a re-checkable 12-crystal check)")
-    e.set_defaults(func=cmd_nn_eval)
 
-    b = sub.add_parser("nn-bench", help="time one prediction on the CPU (and the GPU when present)")
+
+def _nn_bench_arguments(b) -> None:
     b.add_argument("--weights", default="au32_w025_ft")
     b.add_argument("--repeat", type=int, default=20)
-    b.set_defaults(func=cmd_nn_bench)
 
 
-def main(argv=None) -> int:
-    """``python -m cdi_plugins.nn_cli COMMAND ...``: the same commands without the main CLI."""
-    import argparse
-    import sys
-    p = argparse.ArgumentParser(prog="python -m cdi_plugins.nn_cli", description="3D-CDI-NN data, training, evaluation")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    add_parsers(sub)
-    args = p.parse_args(argv)
-    try:
-        return args.func(args)
-    except CDIError as e:
-        print(f"cdi: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-    sys.exit(main())
+def commands() -> list[CommandSpec]:
+    """The neural predictor's ``cdi`` commands."""
+    return [
+        CommandSpec("simulate-set", "simulate atomistic gold crystals for 3D-CDI-NN training (HDF5 cache)",
+                    _simulate_set_arguments, cmd_simulate_set),
+        CommandSpec("train", "train 3D-CDI-NN from a YAML config (validation, checkpoints, resume)",
+                    _train_arguments, cmd_train),
+        CommandSpec("nn-eval", "IoU, amplitude error and phase RMS of NN weights on a simulated set",
+                    _nn_eval_arguments, cmd_nn_eval),
+        CommandSpec("nn-bench", "time one prediction on the CPU (and the GPU when present)",
+                    _nn_bench_arguments, cmd_nn_bench),
+    ]

@@ -124,9 +124,9 @@ def run_nn(problem, state, params, ctx):
 
 
 def _unavailable() -> str | None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    # find_spec, not import: registering the plugin must not pay for importing torch (~2 s)
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
         return "needs PyTorch: pip install torch"
     return None
 
@@ -141,4 +141,11 @@ def specs() -> list[AlgorithmSpec]:
 @hookimpl
 def cdi_register_algorithms(register):
     for spec in specs():
+        register(spec)
+
+
+@hookimpl
+def cdi_register_commands(register):
+    from cdi_plugins.algorithms.nn.commands import commands
+    for spec in commands():
         register(spec)

@@ -214,22 +214,6 @@ def _cohere_dir(plan, dpath, njobs):
     return path
 
 
-def cmd_import_cohere(args) -> int:
-    from cdi_plugins.io.cohere import import_cohere_experiment
-    exp = args.experiment
-    out = args.out or os.path.basename(os.path.abspath(exp)) + ".yaml"
-    unsupported = import_cohere_experiment(exp, out, engine=args.engine, overwrite=args.overwrite)
-    stem = os.path.splitext(out)[0]
-    print(f"wrote {out} and {stem}_data.npy (engine {args.engine})")
-    if unsupported:
-        print("config_rec keys not carried over (or only approximately):")
-        for key, why in unsupported:
-            print(f"  {key}: {why}")
-    else:
-        print("every config_rec key was carried over")
-    return 0
-
-
 def cmd_validate(args) -> int:
     from cdi_plugins.recipe import load_recipe
     overrides = _overrides(args.set)
@@ -288,7 +272,8 @@ def cmd_plugins(args) -> int:
     for p in reg.plugins:
         algs = ", ".join(p.algorithms) or "-"
         ver = f" ({p.version})" if p.version else ""
-        print(f"{p.name}{ver}: {p.status}  {p.source}  algorithms: {algs}")
+        cmds = f"  commands: {', '.join(p.commands)}" if p.commands else ""
+        print(f"{p.name}{ver}: {p.status}  {p.source}  algorithms: {algs}{cmds}")
         if p.error:
             print(f"    error: {p.error}")
     return 0
@@ -514,14 +499,6 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--overwrite", action="store_true")
     rp.set_defaults(func=cmd_report)
 
-    ic = sub.add_parser("import-cohere", help="turn a cohere experiment (conf/config_rec + data) into a recipe")
-    ic.add_argument("experiment", metavar="EXPERIMENT_DIR", help="cohere experiment folder (with conf/config_rec)")
-    ic.add_argument("--out", metavar="RECIPE", help="recipe to write (default: <experiment name>.yaml here)")
-    ic.add_argument("--engine", choices=("ours", "cohere"), default="ours",
-                    help="ours: er/hio/raar steps; cohere: one step running cohere-core itself")
-    ic.add_argument("--overwrite", action="store_true")
-    ic.set_defaults(func=cmd_import_cohere)
-
     c = sub.add_parser("compare", help="run recipes (.yaml) on the same data in one table, or compare finished results (.cxi)")
     c.add_argument("results", nargs="+", metavar="RESULT_OR_RECIPE",
                    help="result files (.cxi; the first is the reference), or recipes (.yaml) to run on the same data")
@@ -532,9 +509,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
 
-    from cdi_plugins.algorithms.nn.commands import add_parsers as add_nn_parsers  # simulate-set, train, nn-eval, nn-bench
-    add_nn_parsers(sub)
+    _add_plugin_commands(sub)
     return p
+
+
+BUILTIN_COMMANDS = ("run", "validate", "algorithms", "plugins", "simulate", "report", "compare")
+
+
+def _add_plugin_commands(sub) -> None:
+    """The subcommands plugins add through the ``cdi_register_commands`` hook (nn's train, cohere's
+    import-cohere, a third party's ...).  One that would shadow a built-in command is refused and shown
+    by ``cdi plugins``."""
+    from cdi_plugins.core.registry import get_registry
+    reg = get_registry()
+    for name, spec in list(reg.commands.items()):
+        if name in BUILTIN_COMMANDS:
+            reg.refuse_command(name, "is a built-in cdi command")
+            continue
+        sp = sub.add_parser(name, help=spec.help)
+        spec.arguments(sp)
+        sp.set_defaults(func=spec.run)
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,7 @@ what its ``run`` receives and returns, ``Result`` is what a run produces, ``hook
 ``cdi_plugins.compute`` for shared numerics) exactly as a third party's would.
 """
 
+from cdi_plugins.core.commands import CommandSpec
 from cdi_plugins.core.hookspecs import hookimpl
 from cdi_plugins.core.params import Param, ParamModel, suggest
 from cdi_plugins.core.registry import AlgorithmSpec, Registry, get_registry
@@ -15,5 +16,5 @@ from cdi_plugins.core.sequence import parse_sequence
 from cdi_plugins.core.state import Context, Problem, State
 from cdi_plugins.errors import CDIError
 
-__all__ = ["AlgorithmSpec", "Param", "ParamModel", "Problem", "State", "Context", "Result", "CDIError",
+__all__ = ["AlgorithmSpec", "CommandSpec", "Param", "ParamModel", "Problem", "State", "Context", "Result", "CDIError",
            "hookimpl", "Registry", "get_registry", "parse_sequence", "suggest"]

@@ -15,7 +15,9 @@ announced to the world through the ``cdi_plugins`` entry-point group::
     def cdi_register_algorithms(register):
         register(AlgorithmSpec(name="my_alg", kind="iterative", summary="...", params=[...], run=run))
 
-The built-in algorithms register through exactly this mechanism.
+The built-in algorithms register through exactly this mechanism.  A plugin can also add ``cdi``
+subcommands with ``cdi_register_commands`` (see :mod:`cdi_plugins.core.commands`); the neural
+network's ``train`` and cohere's ``import-cohere`` come in that way.
 """
 
 import pluggy
@@ -34,4 +36,15 @@ def cdi_register_algorithms(register):
     ----------
     register : callable
         Call ``register(spec)`` once per :class:`cdi_plugins.AlgorithmSpec`.
+    """
+
+
+@hookspec
+def cdi_register_commands(register):
+    """Register ``cdi`` subcommands.
+
+    Parameters
+    ----------
+    register : callable
+        Call ``register(spec)`` once per :class:`cdi_plugins.core.commands.CommandSpec`.
     """

@@ -20,10 +20,11 @@ from typing import Any, Callable, Sequence
 import pluggy
 
 from cdi_plugins.core import hookspecs
+from cdi_plugins.core.commands import COMMAND_NAME, CommandSpec
 from cdi_plugins.errors import CDIError
 from cdi_plugins.core.params import ParamModel, suggest
 
-__all__ = ["AlgorithmSpec", "PluginInfo", "Registry", "get_registry", "reset_registry", "KINDS"]
+__all__ = ["AlgorithmSpec", "CommandSpec", "PluginInfo", "Registry", "get_registry", "reset_registry", "KINDS"]
 
 log = logging.getLogger("cdi_plugins.registry")
 
@@ -89,6 +90,7 @@ class PluginInfo:
     error: str = ""
     algorithms: list = dataclasses.field(default_factory=list)
     version: str = ""
+    commands: list = dataclasses.field(default_factory=list)
 
 
 class Registry:
@@ -104,6 +106,7 @@ class Registry:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.algorithms: dict[str, AlgorithmSpec] = {}
+        self.commands: dict[str, CommandSpec] = {}
         self.plugins: list[PluginInfo] = []
         if entry_points:
             self.load_entry_points()
@@ -122,7 +125,9 @@ class Registry:
             version = f"{dist.name} {dist.version}" if dist is not None else ""
             try:
                 obj = ep.load()
-            except Exception as exc:  # anything at all: a broken plugin must not break the host
+            except BaseException as exc:  # anything at all, sys.exit() too: a broken plugin must not break the host
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
                 self.plugins.append(PluginInfo(ep.name, ep.value, "error",
                                                f"failed to import: {exc.__class__.__name__}: {exc}", version=version))
                 log.warning("plugin %s (%s) failed to import: %s", ep.name, ep.value, exc)
@@ -142,17 +147,39 @@ class Registry:
         except Exception as exc:  # pluggy.PluginValidationError, duplicate names, ...
             info.status, info.error = "error", f"invalid plugin: {exc}"
             return info
-        impls = [i for i in self.pm.hook.cdi_register_algorithms.get_hookimpls() if i.plugin is plugin]
-        for impl in impls:
-            def register(spec, _info=info):
-                self._add(spec, _info)
-            try:
-                impl.function(register=register)
-            except Exception as exc:
-                info.status = "error"
-                info.error = f"cdi_register_algorithms raised {exc.__class__.__name__}: {exc}"
-                log.warning("plugin %s failed while registering: %s", name, exc)
+        for hook, add in ((self.pm.hook.cdi_register_algorithms, self._add),
+                          (self.pm.hook.cdi_register_commands, self._add_command)):
+            for impl in [i for i in hook.get_hookimpls() if i.plugin is plugin]:
+                def register(spec, _info=info, _add=add):
+                    _add(spec, _info)
+                try:
+                    impl.function(register=register)
+                except BaseException as exc:  # sys.exit() in a hook must not take the host down either
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    self._fail(info, f"{hook.name} raised {exc.__class__.__name__}: {exc}")
         return info
+
+    @staticmethod
+    def _fail(info: PluginInfo, msg: str) -> None:
+        info.status = "error"
+        info.error = (info.error + "; " if info.error else "") + msg
+        log.warning("plugin %s: %s", info.name, msg)
+
+    def _add_command(self, spec: CommandSpec, info: PluginInfo) -> None:
+        if not isinstance(spec, CommandSpec):
+            raise TypeError(f"register() expects a CommandSpec, got {type(spec).__name__}")
+        if not COMMAND_NAME.match(spec.name):
+            raise ValueError(f"command name {spec.name!r} must be lower-case letters, digits and -")
+        if not callable(spec.run) or not callable(spec.arguments):
+            raise TypeError(f"command {spec.name!r}: run and arguments must be callable")
+        if spec.name in self.commands:
+            other = self.commands[spec.name].plugin
+            self._fail(info, f"command '{spec.name}' already registered by plugin '{other}'; this one is ignored")
+            return
+        spec.plugin = info.name
+        self.commands[spec.name] = spec
+        info.commands.append(spec.name)
 
     def _add(self, spec: AlgorithmSpec, info: PluginInfo) -> None:
         if not isinstance(spec, AlgorithmSpec):
@@ -165,14 +192,21 @@ class Registry:
             raise TypeError(f"algorithm {spec.name!r}: run is not callable")
         if spec.name in self.algorithms:
             other = self.algorithms[spec.name].plugin
-            msg = f"algorithm '{spec.name}' already registered by plugin '{other}'; this one is ignored"
-            info.status = "error"
-            info.error = (info.error + "; " if info.error else "") + msg
-            log.warning("plugin %s: %s", info.name, msg)
+            self._fail(info, f"algorithm '{spec.name}' already registered by plugin '{other}'; this one is ignored")
             return
         spec.plugin = info.name
         self.algorithms[spec.name] = spec
         info.algorithms.append(spec.name)
+
+    def refuse_command(self, name: str, reason: str) -> None:
+        """Drop the plugin command *name* (the host cannot offer it) and report *reason* on its plugin."""
+        spec = self.commands.pop(name, None)
+        if spec is None:
+            return
+        for info in self.plugins:
+            if info.name == spec.plugin and name in info.commands:
+                info.commands.remove(name)
+                self._fail(info, f"command '{name}' {reason}; this one is ignored")
 
     # ---- lookup --------------------------------------------------------------------------
     def get(self, name: str, where: str | None = None) -> AlgorithmSpec:
