@@ -129,6 +129,11 @@ def _run_once(plan: DatasetPlan, problem: Problem, ctx: Context, timings: list) 
             state = step.algorithm.run(problem, state, dict(step.params), ctx)
         except CDIError as e:
             raise e if e.location else e.at(step.where)
+        except Exception as exc:  # a plugin's bug: one line naming the step and who wrote it
+            spec = step.algorithm
+            raise CDIError(f"algorithm '{spec.name}' (plugin '{spec.plugin}') failed: "
+                           f"{exc.__class__.__name__}: {exc} (cdi --debug shows the traceback)",
+                           step.where) from exc
         ctx.backend.synchronize()
         dt = time.perf_counter() - t0
         _check_state(state, step.algorithm, problem, ctx.backend)

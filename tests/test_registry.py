@@ -205,14 +205,31 @@ def cdi_register_algorithms(reg):   # wrong argument name: pluggy rejects it
 '''
 
 
+EXITS_AT_IMPORT = '''
+import sys
+sys.exit("this plugin refuses to load")
+'''
+
+EXITS_IN_HOOK = '''
+import sys
+from cdi_plugins import hookimpl
+
+@hookimpl
+def cdi_register_commands(register):
+    sys.exit(3)
+'''
+
+
 @pytest.fixture
 def broken_site(site):
     install_plugin(site, "cdi_broken_pack",
                    {"cdi_broken_import": BROKEN_IMPORT, "cdi_broken_hook": BROKEN_HOOK,
-                    "cdi_broken_dup": DUPLICATE, "cdi_broken_sig": BAD_SIGNATURE},
+                    "cdi_broken_dup": DUPLICATE, "cdi_broken_sig": BAD_SIGNATURE,
+                    "cdi_broken_exit": EXITS_AT_IMPORT, "cdi_broken_exit_hook": EXITS_IN_HOOK},
                    {"broken_import": "cdi_broken_import", "broken_hook": "cdi_broken_hook",
                     "broken_dup": "cdi_broken_dup", "broken_sig": "cdi_broken_sig",
-                    "broken_missing": "cdi_broken_no_such_module"})
+                    "broken_missing": "cdi_broken_no_such_module", "broken_exit": "cdi_broken_exit",
+                    "broken_exit_hook": "cdi_broken_exit_hook"})
     return site
 
 
@@ -232,6 +249,11 @@ def test_broken_plugins_are_reported_and_skipped(broken_site):
     assert sig.status == "error" and "invalid plugin" in sig.error
     missing = plugin(reg, "broken_missing")
     assert missing.status == "error" and "ModuleNotFoundError" in missing.error
+    # sys.exit() is a BaseException: caught and reported like any other failure
+    ex = plugin(reg, "broken_exit")
+    assert ex.status == "error" and "SystemExit: this plugin refuses to load" in ex.error
+    exh = plugin(reg, "broken_exit_hook")
+    assert exh.status == "error" and "cdi_register_commands raised SystemExit: 3" in exh.error
     # the built-ins are untouched, and hio is still the real one
     assert plugin(reg, "iterative").status == "ok"
     assert reg.get("hio").plugin == "iterative"
@@ -253,6 +275,7 @@ def test_cdi_plugins_command_shows_the_errors(broken_site, capsys):
     assert "broken_import" in out and "error: failed to import: ImportError" in out
     assert "error: cdi_register_algorithms raised RuntimeError: boom while registering" in out
     assert "error: algorithm 'hio' already registered by plugin 'iterative'" in out
+    assert "error: failed to import: SystemExit: this plugin refuses to load" in out
     # `cdi algorithms` still lists the working ones
     assert main(["algorithms"]) == 0
     out = capsys.readouterr().out
@@ -322,3 +345,83 @@ def test_plugin_returning_a_wrong_state_is_a_clear_error():
     reset_registry(reg)
     with pytest.raises(CDIError, match=r"algorithm 'wrong_dtype' \(plugin 'p'\) returned dtype complex128"):
         cdi_plugins.run(recipe(["3*ER", {"algorithm": "wrong_dtype"}]))
+
+
+# --------------------------------------------------------------------------- plugin commands
+
+COMMANDS = '''
+from cdi_plugins.core import CDIError, CommandSpec, hookimpl
+
+def _arguments(parser):
+    parser.add_argument("who")
+    parser.add_argument("--shout", action="store_true")
+
+def _hello(args):
+    if args.who == "nobody":
+        raise CDIError("nobody to greet", "hello")
+    print(("HELLO " if args.shout else "hello ") + args.who)
+    return 0
+
+@hookimpl
+def cdi_register_commands(register):
+    register(CommandSpec("hello", "greet someone (a third-party command)", _arguments, _hello))
+    register(CommandSpec("run", "an impostor of cdi run", _arguments, _hello))
+'''
+
+
+def test_a_thirdparty_plugin_adds_a_command_with_the_hosts_error_handling(site, capsys):
+    install_plugin(site, "cdi_thirdparty_cmd", {"cdi_thirdparty_cmd": COMMANDS}, {"greeter": "cdi_thirdparty_cmd"})
+    reset_registry(Registry())
+    assert main(["hello", "world", "--shout"]) == 0
+    assert capsys.readouterr().out == "HELLO world\n"
+    assert main(["hello", "nobody"]) == 2                       # CDIError: one line, exit 2
+    assert capsys.readouterr().err == "cdi: error: hello: nobody to greet\n"
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "greeter (cdi_thirdparty_cmd 0.1): error" in out and "commands: hello" in out
+    assert "error: command 'run' is a built-in cdi command; this one is ignored" in out
+    # the built-in run is untouched: it still wants a recipe
+    with pytest.raises(SystemExit):
+        main(["run"])
+    assert "the following arguments are required: recipe" in capsys.readouterr().err
+
+
+def test_builtin_plugins_bring_their_commands():
+    reg = Registry()
+    assert plugin(reg, "nn").commands == ["simulate-set", "train", "nn-eval", "nn-bench"]
+    assert plugin(reg, "cohere").commands == ["import-cohere"]
+    assert reg.commands["train"].plugin == "nn"
+
+
+README_EXAMPLE = '''
+from cdi_plugins import AlgorithmSpec, Param, State, hookimpl
+
+def run(problem, state, params, ctx):
+    xp = ctx.backend.xp                           # numpy or cupy: write the kernel once
+    obj = state.obj * xp.float32(params["factor"])
+    return state.replace(obj=obj.astype(xp.complex64))
+
+@hookimpl
+def cdi_register_algorithms(register):
+    register(AlgorithmSpec(name="scale", kind="refiner", summary="multiply the object by a factor",
+                           params=[Param("factor", "float", 1.0, "the factor", low=0, low_open=True)],
+                           run=run))
+'''
+
+
+def test_a_plugin_that_raises_in_run_is_one_line_naming_step_algorithm_and_plugin(site, tmp_path, capsys):
+    # the README's example plugin used as a first step: state is None, its run raises AttributeError
+    install_plugin(site, "cdi_thirdparty_scale", {"cdi_thirdparty_scale": README_EXAMPLE},
+                   {"scaler": "cdi_thirdparty_scale"})
+    reset_registry(Registry())
+    rec = tmp_path / "r.yaml"
+    rec.write_text("data: {simulate: {shape: 32}}\nsteps:\n  - {algorithm: scale, factor: 2}\n")
+    assert main(["run", str(rec), "--out", str(tmp_path / "o.cxi")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert ("r.yaml:3: steps[0]: algorithm 'scale' (plugin 'scaler') failed: AttributeError: "
+            "'NoneType' object has no attribute 'obj'") in err
+    assert not (tmp_path / "o.cxi").exists()
+    assert main(["--debug", "run", str(rec), "--out", str(tmp_path / "o.cxi")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "state.obj * xp.float32" in err and err.endswith("the traceback)\n")

@@ -443,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdi", description="Phase retrieval for Bragg CDI with interchangeable plugins.")
     p.add_argument("--version", action="version", version=f"cdi-plugins {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback behind an error (also with CDI_DEBUG=1 in the environment)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -539,6 +541,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except CDIError as e:
+        if args.debug or os.environ.get("CDI_DEBUG", "") not in ("", "0"):
+            import traceback
+            traceback.print_exception(e, file=sys.stderr)
         print(f"cdi: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
