@@ -24,7 +24,15 @@ from cdi_plugins.core.params import Param, ParamModel
 from cdi_plugins.core.registry import AlgorithmSpec, Registry, get_registry
 from cdi_plugins.core.result import Result
 from cdi_plugins.core.state import Context, Problem, State
-from cdi_plugins.pipeline import run, run_all
+
+
+def __getattr__(name):
+    # the pipeline (recipes, readers, preparation) loads on first use: `import cdi_plugins` stays cheap
+    # for plugins, and `cdi algorithms` answers without importing what only a run needs
+    if name in ("run", "run_all"):
+        from cdi_plugins import pipeline
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'cdi_plugins' has no attribute {name!r}")
 
 __all__ = ["run", "run_all", "save", "load", "Result", "CDIError", "hookimpl", "AlgorithmSpec", "Param",
            "ParamModel", "Problem", "State", "Context", "Registry", "get_registry", "__version__"]

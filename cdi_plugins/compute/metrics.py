@@ -8,7 +8,6 @@ on each axis, the far field being ``F = fftshift(fftn(ifftshift(obj)))``.
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 
 from cdi_plugins.errors import CDIError
 
@@ -36,6 +35,7 @@ def far_field(obj) -> np.ndarray:
     ndarray of complex64
         Its Fourier transform, centred (zero frequency at ``n // 2``).
     """
+    import scipy.fft
     o = _host(obj, "obj").astype(np.complex64, copy=False)
     return scipy.fft.fftshift(scipy.fft.fftn(scipy.fft.ifftshift(o), workers=-1))
 
@@ -143,6 +143,7 @@ def _register(rec: np.ndarray, fref: np.ndarray) -> tuple[np.ndarray, np.ndarray
     exact band-limited (trigonometric) interpolation of the cross-correlation,
     evaluated by separable direct DFTs.
     """
+    import scipy.fft
     fr = scipy.fft.fftn(rec, workers=-1)
     p = fr * np.conj(fref)
     cc = scipy.fft.ifftn(p, workers=-1)
@@ -182,6 +183,7 @@ def _register(rec: np.ndarray, fref: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def _apply_shift(fr: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Inverse FFT of fr with a phase ramp: returns a(r + s) for fr = fftn(a)."""
+    import scipy.fft
     w = _freqs(fr.shape)
     ramp = np.ones((1,) * fr.ndim, dtype=np.complex64)
     for j, (wj, sj) in enumerate(zip(w, s)):
@@ -242,6 +244,7 @@ def compare_to_truth(rec, truth, *, support=None, scale: bool = False) -> dict:
         On a shape mismatch, a non-3-D array, non-finite values or an all-zero
         input.
     """
+    import scipy.fft
     r = _host(rec, "rec")
     t = _host(truth, "truth")
     if r.shape != t.shape:

@@ -27,7 +27,6 @@ import math
 import os
 
 import numpy as np
-import scipy.fft
 
 from cdi_plugins.errors import CDIError
 
@@ -275,6 +274,7 @@ def diffract(rho: np.ndarray, rng: np.random.Generator | None, counts: float, *,
 
     Returns the intensity (float32) and the noise-free scaled |F|^2 (float64).
     """
+    import scipy.fft
     f = scipy.fft.fftshift(scipy.fft.fftn(scipy.fft.ifftshift(rho)))
     ideal = f.real ** 2 + f.imag ** 2
     ideal *= counts / ideal.sum()

@@ -52,9 +52,6 @@ import math
 import numbers
 
 import numpy as np
-from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse import csgraph
 
 from cdi_plugins.errors import CDIError
 from cdi_plugins.core.params import Param, ParamModel, suggest
@@ -264,6 +261,7 @@ def _pairs(a: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _com(weight: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
     return np.array(ndimage.center_of_mass(weight.astype(np.float64)))
 
 
@@ -339,6 +337,8 @@ def unwrap_phase(obj, support, root=None) -> np.ndarray:
     support : array_like of bool
     root : tuple of 3 ints, optional
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse import csgraph
     o = np.asarray(obj).astype(np.complex64)
     s = np.asarray(support, dtype=bool)
     out = np.zeros(o.shape, dtype=np.float32)
