@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-__version__ = "0.1.0"
+from cdi_plugins._version import __version__
 
 from cdi_plugins.errors import CDIError
 from cdi_plugins.core.hookspecs import hookimpl

@@ -50,7 +50,7 @@ _TRUTH = "/entry_1/image_2"
 
 def _package_version() -> str:
     try:
-        from cdi_plugins import __version__  # type: ignore[attr-defined]
+        from cdi_plugins._version import __version__
         return str(__version__)
     except Exception:
         pass
