@@ -1,6 +1,8 @@
 """Array backends and FFT engines."""
 
+import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -63,7 +65,40 @@ def test_fftw_wisdom_is_cached_on_disk(tmp_path, monkeypatch):
     from cdi_plugins.compute import backend as bk
     monkeypatch.setenv("CDI_PLUGINS_CACHE", str(tmp_path))
     bk.Workspace(get_backend("numpy", fft="pyfftw", threads=1), (20, 22, 26))
-    assert os.path.getsize(tmp_path / "fftw_wisdom.pickle") > 0
+    doc = json.loads((tmp_path / "fftw_wisdom.json").read_text())
+    assert doc["format"] == bk.WISDOM_FORMAT and doc["wisdom"][1].startswith("(fftw-")  # single precision
+    assert bk._read_wisdom(str(tmp_path / "fftw_wisdom.json"))[1] == doc["wisdom"][1].encode()
+    assert [p.name for p in tmp_path.iterdir()] == ["fftw_wisdom.json"]           # no temporary file left
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_wisdom_cache_cannot_run_code(tmp_path, monkeypatch):
+    if fft_engines()["pyfftw"] != "ok":
+        pytest.skip("pyFFTW not installed")
+    from cdi_plugins.compute import backend as bk
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Payload(str(marker)))
+    # the old pickle name, and the JSON name holding a pickle or foreign JSON: none is executed or imported
+    (tmp_path / "fftw_wisdom.pickle").write_bytes(payload)
+    monkeypatch.setenv("CDI_PLUGINS_CACHE", str(tmp_path))
+    for content in (payload, b'{"format": "x", "wisdom": []}', b'{"format": "%s", "wisdom": ["a", "b", "c"]}'
+                    % bk.WISDOM_FORMAT.encode()):
+        (tmp_path / "fftw_wisdom.json").write_bytes(content)
+        assert bk._read_wisdom(str(tmp_path / "fftw_wisdom.json")) is None
+        monkeypatch.setattr(bk, "_wisdom_loaded", False)
+        bk.Workspace(get_backend("numpy", fft="pyfftw", threads=1), (18, 20, 22))
+        assert not marker.exists()
+    pickle.loads(payload)              # the payload is real: unpickling it does create the marker
+    assert marker.exists()
 
 
 def test_gaussian_smoothing_preserves_the_sum_and_spreads():

@@ -16,10 +16,10 @@ the buffers and the (reused) FFT plans for one array shape:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-import pickle
 import tempfile
 import threading
 
@@ -93,10 +93,32 @@ _WISDOM_LOCK = threading.Lock()
 _wisdom_loaded = False
 
 
+WISDOM_FORMAT = "cdi-plugins FFTW wisdom 1"
+
+
 def _wisdom_file() -> str:
     base = os.environ.get("CDI_PLUGINS_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cdi_plugins")
-    return os.path.join(base, "fftw_wisdom.pickle")
+    # JSON of FFTW's own wisdom text: reading it cannot run code, unlike the pickle of earlier versions
+    # (a shared group cache would let anyone who can write there run code in everyone's `cdi run`)
+    return os.path.join(base, "fftw_wisdom.json")
+
+
+def _read_wisdom(path: str) -> tuple[bytes, ...] | None:
+    """FFTW wisdom from *path*, or None when the file is missing or is not wisdom this module wrote."""
+    import json
+    try:
+        with open(path, encoding="ascii") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != WISDOM_FORMAT:
+        return None
+    wisdom = doc.get("wisdom")
+    if (not isinstance(wisdom, list) or len(wisdom) != 3
+            or not all(isinstance(w, str) and (w == "" or w.startswith("(fftw-")) for w in wisdom)):
+        return None
+    return tuple(w.encode("ascii") for w in wisdom)
 
 
 def _load_wisdom() -> None:
@@ -105,24 +127,33 @@ def _load_wisdom() -> None:
         return
     _wisdom_loaded = True
     import pyfftw
-    try:
-        with open(_wisdom_file(), "rb") as fh:
-            pyfftw.import_wisdom(pickle.load(fh))
-    except Exception:  # no cache yet, or a stale one: planning simply starts afresh
-        pass
+    wisdom = _read_wisdom(_wisdom_file())
+    if wisdom is not None:  # no cache yet, or a stale or foreign one: planning simply starts afresh
+        try:
+            pyfftw.import_wisdom(wisdom)
+        except Exception as exc:  # wisdom FFTW itself refuses
+            log.debug("FFTW refused the cached wisdom: %s", exc)
 
 
 def _save_wisdom() -> None:
+    import json
+
     import pyfftw
     path = _wisdom_file()
+    tmp = None
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".wisdom-")
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(pyfftw.export_wisdom(), fh)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".wisdom-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            json.dump({"format": WISDOM_FORMAT, "wisdom": [w.decode("ascii") for w in pyfftw.export_wisdom()]}, fh)
         os.replace(tmp, path)
+        tmp = None
     except OSError as exc:  # a read-only home must not stop a reconstruction
         log.debug("could not save FFTW wisdom to %s: %s", path, exc)
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
 
 
 # --------------------------------------------------------------------------------------------
