@@ -80,3 +80,29 @@ def test_set_is_cached_and_reproducible(tmp_path):
     with pytest.raises(CDIError, match="not a training set"):
         (tmp_path / "bad.h5").write_text("nope")
         load_set(tmp_path / "bad.h5")
+
+
+def test_an_interrupted_set_continues_where_it_stopped_and_gives_the_same_data(tmp_path):
+    whole = tmp_path / "whole.h5"
+    make_set(whole, 3, seed=6)
+    p = tmp_path / "s.h5"
+
+    def stop_after_two(i, n):
+        if i == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        make_set(p, 3, seed=6, progress=stop_after_two)
+    assert not p.exists() and (tmp_path / "s.h5.partial").exists()
+    with pytest.raises(CDIError, match=r"file not found; an interrupted `cdi simulate-set` left s.h5.partial"):
+        load_set(p)
+    seen = []
+    make_set(p, 3, seed=6, progress=lambda i, n: seen.append(i))
+    assert seen == [2, 3]                                   # resumed after the two samples it had
+    assert not (tmp_path / "s.h5.partial").exists()
+    a, b = load_set(p), load_set(whole)
+    assert all(np.array_equal(a[k], b[k]) for k in ("input", "amplitude", "phase", "support", "counts"))
+
+
+def test_a_missing_set_says_how_to_create_it(tmp_path):
+    with pytest.raises(CDIError, match=r"nope.h5: file not found; create it with `cdi simulate-set PATH"):
+        load_set(tmp_path / "nope.h5")

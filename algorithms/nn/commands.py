@@ -8,6 +8,7 @@ Nothing heavy is imported until a command runs.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from cdi_plugins.core import CDIError, CommandSpec
@@ -24,13 +25,17 @@ def cmd_simulate_set(args) -> int:
         settings["shape"] = args.shape
     if args.counts is not None:
         settings["counts"] = tuple(args.counts) if len(args.counts) == 2 else args.counts[0]
-    if os.path.exists(args.out) and args.overwrite:
-        os.remove(args.out)
     bar = tqdm(total=args.n, desc="simulating", unit="crystal", disable=args.quiet)
 
     def progress(i, n):
-        bar.update(1)
-    make_set(args.out, args.n, args.seed, progress=progress, **settings)
+        bar.update(i - bar.n)           # absolute: a resumed run starts where the last one stopped
+    try:
+        make_set(args.out, args.n, args.seed, overwrite=args.overwrite, progress=progress, **settings)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"cdi: {bar.n} of {args.n} crystals kept in {args.out}.partial; the same command continues",
+              file=sys.stderr)
+        raise
     bar.close()
     print(f"{args.out}: {args.n} atomistic gold crystals, seed {args.seed}")
     return 0

@@ -17,7 +17,21 @@ import numpy as np
 
 from cdi_plugins.errors import CDIError
 
-__all__ = ["Problem", "State", "Context"]
+__all__ = ["Problem", "State", "Context", "as_float32"]
+
+
+def as_float32(a: np.ndarray, source: str, what: str = "intensity") -> np.ndarray:
+    """A float32 copy of the real array *a*, or CDIError (naming *source*) when its finite values exceed the
+    float32 range: the cast would turn them into infinities, reported as if the file held some."""
+    a = np.asarray(a)
+    if a.dtype.itemsize > 4 or a.dtype.kind in "iu":
+        finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+        big = float(np.abs(finite).max(initial=0))
+        if big > float(np.finfo(np.float32).max):
+            raise CDIError(f"{what} values up to {big:.3g} exceed the float32 range "
+                           f"({float(np.finfo(np.float32).max):.3g}) every computation uses; "
+                           "rescale the data (only relative intensities matter)", source)
+    return np.array(a, dtype=np.float32, copy=True, order="C")
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -75,7 +89,7 @@ class Problem:
             raise CDIError(f"intensity array {a.shape} is too small (each axis needs >= 4 pixels)", source)
         if not (np.issubdtype(a.dtype, np.number) and not np.iscomplexobj(a)):
             raise CDIError(f"intensity must be real numbers, got dtype {a.dtype}", source)
-        a = a.astype(np.float32)  # always a copy: the caller's array is never touched
+        a = as_float32(a, source)  # always a copy: the caller's array is never touched
         if not np.isfinite(a).all():
             n = int((~np.isfinite(a)).sum())
             raise CDIError(f"intensity holds {n} NaN or infinite value(s); mask them instead", source)

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from cdi_plugins.core.state import as_float32
 from cdi_plugins.errors import CDIError
 
 __all__ = ["read_array", "read_intensity", "tiff_frames", "SUPPORTED_EXTENSIONS"]
@@ -376,4 +377,4 @@ def read_intensity(path, *, dataset: str | None = None) -> np.ndarray:
     if arr.dtype.kind not in "iuf":
         raise CDIError(f"intensity must be real numbers, got dtype {arr.dtype} with shape "
                        f"{tuple(arr.shape)}", loc)
-    return np.array(arr, dtype=np.float32, copy=True, order="C")
+    return as_float32(arr, loc)

@@ -399,8 +399,10 @@ def make_set(path, n: int, seed: int = 0, *, overwrite: bool = False, progress=N
 
     Datasets: ``input`` (sqrt(I) max-normalised, float16), ``amplitude`` (float16), ``phase`` (float16),
     ``support`` (bool), ``displacement`` (float16), ``mask`` (bool), ``counts`` (float64); attributes
-    ``seed``, ``n`` and ``settings`` (JSON).  Writing is atomic (temp file + rename).  If the file exists
-    with the same seed, size and settings it is kept (the cache), otherwise *overwrite* is required.
+    ``seed``, ``n`` and ``settings`` (JSON).  Samples go to ``<path>.partial``, renamed to *path* when all
+    are written; an interrupted run leaves the partial file and the next call with the same settings
+    continues where it stopped.  If *path* exists with the same seed, size and settings it is kept (the
+    cache), otherwise *overwrite* is required.
     """
     import json
 
@@ -419,31 +421,60 @@ def make_set(path, n: int, seed: int = 0, *, overwrite: bool = False, progress=N
             return path
         if not overwrite:
             raise CDIError("exists with other settings; pass overwrite=True (--overwrite) to replace it", path)
+    # samples are written to <path>.partial, which an interrupted run leaves behind and the next run with
+    # the same settings continues (sample i depends only on (seed, i), so the result is the same)
+    partial = path + ".partial"
+    done = _resumable(partial, seed, n, meta)
     s = int(cfg["shape"])
-    tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
-        f.attrs["seed"], f.attrs["n"], f.attrs["settings"] = seed, n, meta
-        ds = {k: f.create_dataset(k, (n, s, s, s), dtype=dt, chunks=(1, s, s, s))
-              for k, dt in (("input", "f2"), ("amplitude", "f2"), ("phase", "f2"), ("displacement", "f2"),
-                            ("support", "bool"), ("mask", "bool"))}
-        counts = f.create_dataset("counts", (n,), dtype="f8")
-        for i in range(n):
+    with h5py.File(partial, "a" if done else "w") as f:
+        if not done:
+            f.attrs["seed"], f.attrs["n"], f.attrs["settings"], f.attrs["done"] = seed, n, meta, 0
+            for k, dt in (("input", "f2"), ("amplitude", "f2"), ("phase", "f2"), ("displacement", "f2"),
+                          ("support", "bool"), ("mask", "bool")):
+                f.create_dataset(k, (n, s, s, s), dtype=dt, chunks=(1, s, s, s))
+            f.create_dataset("counts", (n,), dtype="f8")
+        if progress is not None and done:
+            progress(done, n)
+        for i in range(done, n):
             smp = atomistic_crystal([seed, i], **cfg)
-            ds["input"][i] = network_input(smp["intensity"])
+            f["input"][i] = network_input(smp["intensity"])
             for k in ("amplitude", "phase", "displacement", "support", "mask"):
-                ds[k][i] = smp[k]
-            counts[i] = smp["counts"]
+                f[k][i] = smp[k]
+            f["counts"][i] = smp["counts"]
+            f.attrs["done"] = i + 1
+            f.flush()
             if progress is not None:
                 progress(i + 1, n)
-    os.replace(tmp, path)
+        del f.attrs["done"]
+    os.replace(partial, path)
     return path
+
+
+def _resumable(partial: str, seed: int, n: int, meta: str) -> int:
+    """Samples already in *partial* from an interrupted run with the same settings (0: start afresh)."""
+    import h5py
+    if not os.path.exists(partial):
+        return 0
+    try:
+        with h5py.File(partial, "r") as f:
+            if int(f.attrs["seed"]) == seed and int(f.attrs["n"]) == n and f.attrs["settings"] == meta:
+                return int(f.attrs["done"])
+    except Exception:  # killed while HDF5 was writing its metadata: not readable, start again
+        pass
+    os.remove(partial)
+    return 0
 
 
 def load_set(path, limit: int | None = None) -> dict:
     """Read a set written by :func:`make_set` into memory (float32 / bool arrays)."""
     import h5py
+    p = os.path.expanduser(os.fspath(path))
+    if not os.path.exists(p):
+        hint = (f"an interrupted `cdi simulate-set` left {os.path.basename(p)}.partial: rerun it to finish"
+                if os.path.exists(p + ".partial") else "create it with `cdi simulate-set PATH --n N --seed S`")
+        raise CDIError(f"file not found; {hint}", os.fspath(path))
     try:
-        with h5py.File(os.path.expanduser(os.fspath(path)), "r") as f:
+        with h5py.File(p, "r") as f:
             sl = slice(0, limit)
             out = {k: f[k][sl] for k in ("input", "amplitude", "phase", "support", "mask", "counts")}
             out["seed"], out["settings"] = int(f.attrs["seed"]), str(f.attrs["settings"])
