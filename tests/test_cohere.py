@@ -253,3 +253,18 @@ def test_cohere_itself_continues_from_our_results_folder(tmp_path, er_result):
         assert rec is not None and rec.iterate() == 0
     # the first error reflects cohere's max-normalised image; one ER fixes the scale
     assert rec.errs[1] < 2 * er_result.chi2 and rec.errs[-1] <= rec.errs[1]
+
+
+def test_import_cohere_refusing_an_existing_recipe_writes_nothing(tmp_path, capsys, monkeypatch):
+    exp, _ = _experiment(tmp_path, {"algorithm_sequence": "20*ER"})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scan.yaml").write_text("# mine\n")
+    before = sorted(p.name for p in tmp_path.iterdir()), sorted(p.name for p in exp.rglob("*"))
+    assert main(["import-cohere", str(exp), "--out", "scan.yaml"]) == 2
+    assert "scan.yaml: exists" in capsys.readouterr().err
+    assert (sorted(p.name for p in tmp_path.iterdir()), sorted(p.name for p in exp.rglob("*"))) == before
+    assert (tmp_path / "scan.yaml").read_text() == "# mine\n"
+    # also when --out points into the user's cohere experiment folder
+    (exp / "scan.yaml").write_text("# mine\n")
+    assert main(["import-cohere", str(exp), "--out", str(exp / "scan.yaml")]) == 2
+    assert not (exp / "scan_data.npy").exists()

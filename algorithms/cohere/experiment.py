@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from cdi_plugins.errors import CDIError
-from cdi_plugins.io.atomic import atomic_path
+from cdi_plugins.io.atomic import atomic_path, check_writable
 from cdi_plugins.io.cohere import read_config_rec
 
 __all__ = ["config_rec_to_recipe", "recipe_to_config_rec", "import_cohere_experiment", "read_cohere_data"]
@@ -224,6 +224,9 @@ def import_cohere_experiment(exp_dir, out_recipe, *, engine: str = "ours", overw
         head += [f"#   {k}: {why}" for k, why in unsupported]
     else:
         head.append("# every config_rec key was carried over")
+    # both outputs are checked before either is written: a refusal leaves nothing behind
+    check_writable(data_out, overwrite=overwrite, protect=[data_file, conf_path])
+    check_writable(out_recipe, overwrite=overwrite, protect=[conf_path, data_file])
     with atomic_path(data_out, overwrite=overwrite, protect=[data_file]) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, intensity)
