@@ -67,6 +67,18 @@ def test_run_writes_a_result_and_prints_a_summary(work, capsys):
     assert out.count("\n") >= 5               # one line per step plus header and total
 
 
+def test_summary_of_averaged_runs_gives_the_chi2_of_the_object_written(work, capsys):
+    rc, out, err = cdi(capsys, "run", "r.yaml", "--out", "avg.cxi", "--set", "runs=3", "--set", "average=2")
+    assert rc == 0, err
+    res = cdi_plugins.load(work / "avg.cxi")
+    from cdi_plugins.compute.metrics import chi2
+    written = chi2(res.obj, res.intensity, res.mask)
+    assert res.chi2 == pytest.approx(written, rel=1e-4)              # not the best run's last record
+    assert res.chi2 != pytest.approx(res.history[-1]["chi2"], rel=1e-3)
+    assert "best of 3 runs" in out and "total: 3 runs of 15 iterations" in out
+    assert f"chi2 of the averaged object {res.chi2:.3e}" in out
+
+
 def test_run_uses_the_recipe_output_path(work, capsys):
     (work / "out").mkdir()
     (work / "r2.yaml").write_text(RECIPE + "output: {path: 'out/{dataset}.cxi'}\n")

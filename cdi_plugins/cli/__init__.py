@@ -145,13 +145,13 @@ def _summary(result, path, seconds, extra_paths=()) -> str:
                  f"(fft {md.get('fft')}, {md.get('threads')} FFT thread{'s' if md.get('threads') != 1 else ''}), "
                  f"seed {md.get('seed')}")
     lines += _preparation_lines(md)
-    if md.get("runs", 1) > 1:
+    if result.runs > 1:
         scores = ", ".join(f"{v:.3e}" for v in md.get("run_scores", []))
-        lines.append(f"  {md['runs']} runs, kept run {md.get('best_run')} (final chi2 of each: {scores}); "
+        lines.append(f"  best of {result.runs} runs: kept run {md.get('best_run')} (final chi2 of each: {scores}); "
                      "seconds are totals over all runs")
     if md.get("averaged_runs"):
-        lines.append(f"  object: mean of runs {', '.join(map(str, md['averaged_runs']))} aligned to the best "
-                     f"(chi2 of the mean {md['average_chi2']:.3e})")
+        lines.append(f"  object written: mean of runs {', '.join(map(str, md['averaged_runs']))} aligned to the best "
+                     f"(its chi2 {md['average_chi2']:.3e}; the table is the best run's)")
     lines.append(f"  {'step':>4}  {'algorithm':<10} {'iterations':>10} {'seconds':>9}  {'final chi2':>10}")
     for st in result.steps:
         recs = [h for h in result.history if h.get("step") == st["step"]]
@@ -159,7 +159,10 @@ def _summary(result, path, seconds, extra_paths=()) -> str:
         lines.append(f"  {st['step']:>4}  {st['algorithm']:<10} {len(recs):>10} {st['seconds']:>9.3f}  {chi:>10}")
     final = f"{result.chi2:.3e}" if result.chi2 is not None else "n/a"
     err = result.error()
-    tail = f"  total: {result.iterations} iterations in {result.seconds:.2f} s (wall {seconds:.2f} s), final chi2 {final}"
+    done = (f"{result.iterations} iterations" if result.runs == 1 else
+            f"{result.runs} runs of {result.iterations} iterations")
+    what = "final chi2" if not md.get("averaged_runs") else "chi2 of the averaged object"
+    tail = f"  total: {done} in {result.seconds:.2f} s (wall {seconds:.2f} s), {what} {final}"
     if err is not None:
         tail += f", error vs truth {err:.4f}"
     lines.append(tail)

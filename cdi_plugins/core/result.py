@@ -53,11 +53,20 @@ class Result:
 
     @property
     def chi2(self) -> float | None:
-        """Final chi^2 (last history record), or None if nothing ran."""
+        """chi^2 of the object this result holds: the last history record's, or, when the object is the
+        average of several runs (``average: k``), the chi^2 of that average; None if nothing ran."""
+        if self.metadata.get("average_chi2") is not None:
+            return float(self.metadata["average_chi2"])
         return float(self.history[-1]["chi2"]) if self.history else None
 
     @property
+    def runs(self) -> int:
+        """Independent runs made (``runs: N``); the history is the kept run's."""
+        return int(self.metadata.get("runs", 1) or 1)
+
+    @property
     def iterations(self) -> int:
+        """Iterations of the kept run (the history's length)."""
         return len(self.history)
 
     @property
