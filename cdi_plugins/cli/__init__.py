@@ -7,6 +7,7 @@ the command exits with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -411,7 +412,8 @@ def _compare_recipes(args) -> int:
                 raise CDIError(f"this recipe's data differs from {plans[0][0]}'s; pass --data PATH "
                                "to run every recipe on the same data", path)
     if args.png:
-        check_writable(args.png, overwrite=args.overwrite)
+        inputs = [data, *args.results, *(plan.data_path(k) for _, plan in plans for k in ("path", "mask"))]
+        check_writable(args.png, overwrite=args.overwrite, protect=[p for p in inputs if p])
     problem = build_problem(plans[0][1], data)
     results = {}
     for path, plan in plans:
@@ -536,13 +538,33 @@ def _add_plugin_commands(sub) -> None:
         sp.set_defaults(func=spec.run)
 
 
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """SIGTERM (a batch system's kill, `kill PID`) unwinds like Ctrl-C, so temporary files are removed."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from cdi_plugins.io.atomic import input_scope
     try:
-        return args.func(args)
+        with _terminate_as_exit(), input_scope():  # every file this command reads is protected from its writes
+            return args.func(args)
     except CDIError as e:
         if args.debug or os.environ.get("CDI_DEBUG", "") not in ("", "0"):
             import traceback

@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from cdi_plugins.core.state import as_float32
+from cdi_plugins.io.atomic import note_input
 from cdi_plugins.errors import CDIError
 
 __all__ = ["read_array", "read_intensity", "tiff_frames", "SUPPORTED_EXTENSIONS"]
@@ -67,6 +68,7 @@ def check_input_file(path) -> str:
         raise CDIError("is not a regular file", loc)
     if not os.access(p, os.R_OK):
         raise CDIError("file is not readable (permission denied)", loc)
+    note_input(p)  # protected from every write of this run (io.atomic)
     return p
 
 
@@ -204,6 +206,7 @@ def _read_tiff_folder(p: str, loc: str, dataset: str | None) -> np.ndarray:
     pages, first = [], None
     for f in frames:
         name = os.path.basename(f)
+        note_input(f)
         try:
             img = np.asarray(tifffile.imread(f))
         except Exception as exc:
