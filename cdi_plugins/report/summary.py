@@ -1,10 +1,13 @@
-"""Judge a result and write what a person looks at: numbers, a PNG and a VTK file.
+"""Judge a result and write what a person looks at: numbers, a PNG, an HTML page and a VTK file.
 
 :func:`summarize` gives the numbers that say whether a reconstruction of real
 data (no truth known) can be trusted: how far chi^2 fell, how compact the
 support is.  :func:`report` post-processes a result
-(:func:`cdi_plugins.postprocess.postprocess`) and writes the picture
-(:func:`cdi_plugins.plots.write_png`) and the ``.vti`` file
+(:func:`cdi_plugins.postprocess.postprocess`), puts it in the canonical twin
+orientation (:func:`cdi_plugins.report.orientation.canonical`, so that all
+its files show the same crystal) and writes the picture
+(:func:`cdi_plugins.plots.write_png`), the self-contained HTML page with a 3-D
+view (:func:`cdi_plugins.report.html.write_html`) and the ``.vti`` file
 (:func:`cdi_plugins.io.write_vti`).  :func:`compare` measures how well two
 reconstructions of the same data agree.
 """
@@ -18,6 +21,7 @@ import numpy as np
 from cdi_plugins.errors import CDIError
 from cdi_plugins.compute.metrics import agreement, support_stats
 from cdi_plugins.physics.postprocess import POSTPROCESS, Geometry, Processed, postprocess
+from cdi_plugins.report.orientation import canonical
 
 __all__ = ["summarize", "report", "compare", "format_summary"]
 
@@ -68,15 +72,16 @@ def _geometry(result, geometry) -> Geometry | None:
     return Geometry.from_dict(geometry)
 
 
-def report(result, *, png=None, vti=None, geometry=None, options: dict | None = None,
+def report(result, *, png=None, vti=None, html=None, geometry=None, options: dict | None = None,
            overwrite: bool = False, protect=(), title: str | None = None) -> Processed:
-    """Post-process *result* and write a PNG and/or a VTK image file.
+    """Post-process *result* and write a PNG, an HTML page and/or a VTK image file.
 
     Parameters
     ----------
     result : Result
-    png, vti : str or os.PathLike, optional
-        Where to write the picture and the ``.vti`` file (atomically).
+    png, vti, html : str or os.PathLike, optional
+        Where to write the picture, the ``.vti`` file and the self-contained
+        ``.html`` report (each atomically).
     geometry : Geometry or dict, optional
         Default: the geometry stored with the result (a recipe's ``geometry:``).
     options : dict, optional
@@ -87,12 +92,14 @@ def report(result, *, png=None, vti=None, geometry=None, options: dict | None = 
     protect : iterable of paths
         Input files never to overwrite.
     title : str, optional
-        Title of the picture.
+        Title of the picture and of the page.
 
     Returns
     -------
     Processed
-        The maps that were drawn and written.
+        The maps that were drawn and written, in the canonical twin
+        orientation (``info['twin']`` says whether they were flipped; the
+        ``.vti`` origin is then in the frame of the twin).
 
     Raises
     ------
@@ -103,10 +110,13 @@ def report(result, *, png=None, vti=None, geometry=None, options: dict | None = 
     geo = _geometry(result, geometry)
     opts = dict((result.metadata or {}).get("postprocess") or {}) if options is None else dict(options)
     opts = POSTPROCESS.validate(opts, lambda key=None: f"postprocess.{key}" if key else "postprocess")
-    processed = postprocess(result.obj, result.support, geo, **opts)
+    processed = canonical(postprocess(result.obj, result.support, geo, **opts), np.shape(result.obj))
     if png is not None:
         from cdi_plugins.report.plots import write_png
         write_png(png, result, processed, overwrite=overwrite, protect=protect, title=title)
+    if html is not None:
+        from cdi_plugins.report.html import write_html
+        write_html(html, result, processed, overwrite=overwrite, protect=protect, title=title)
     if vti is not None:
         from cdi_plugins.io import write_vti
         spacing = processed.voxel_size or (1.0, 1.0, 1.0)
