@@ -21,6 +21,11 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 demo: $(STAMP)
 	mkdir -p results
 	$(VENV)/bin/cdi run configs/demo.yaml --out results/demo.cxi --overwrite
+	$(VENV)/bin/cdi report results/demo.cxi --png results/demo.png --html results/demo.html --overwrite
+	@echo
+	@echo "Look at it:"
+	@echo "  python3 -m webbrowser results/demo.html    # the crystal in 3-D (any browser, offline)"
+	@echo "  xdg-open results/demo.png                  # central slices and the chi2 history"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

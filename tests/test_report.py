@@ -86,6 +86,16 @@ def test_report_command_uses_the_stored_geometry(made, capsys):
     np.testing.assert_array_equal(a["strain"], b["strain"])
 
 
+def test_report_command_writes_the_html_page(made, capsys):
+    rc, out, err = cdi(capsys, "report", made / "res.cxi", "--html", made / "page.html")
+    assert rc == 0, err
+    assert "wrote " + str(made / "page.html") in out
+    page = (made / "page.html").read_text()
+    assert page.lstrip().lower().startswith("<!doctype html") and "mesh3d" in page and "strain" in page
+    rc, _, err = cdi(capsys, "report", made / "res.cxi", "--html", made / "res.cxi", "--overwrite")
+    assert rc == 2 and "refusing to overwrite the input" in err
+
+
 def test_report_options_change_the_maps(made, capsys):
     rc, _, err = cdi(capsys, "report", made / "res.cxi", "--vti", made / "v5.vti", "--voxel-size", "5",
                      "--keep-ramp", "--no-crop")

@@ -336,10 +336,10 @@ def cmd_report(args) -> int:
         opts["margin"] = POSTPROCESS.params["margin"].check(args.margin, "--margin")
     protect = [args.result]
     from cdi_plugins.io import check_writable
-    for p in (args.png, args.vti):  # fail before computing anything
+    for p in (args.png, args.vti, args.html):  # fail before computing anything
         if p:
             check_writable(p, overwrite=args.overwrite, protect=protect)
-    processed = report(result, png=args.png, vti=args.vti, geometry=geometry, options=opts,
+    processed = report(result, png=args.png, vti=args.vti, html=args.html, geometry=geometry, options=opts,
                        overwrite=args.overwrite, protect=protect)
     print(f"{args.result}: dataset {result.dataset}, {'x'.join(map(str, result.obj.shape))} from "
           f"{(result.metadata or {}).get('source')}")
@@ -356,7 +356,7 @@ def cmd_report(args) -> int:
         print(f"  displacement along Q: {float(u.min()):+.3f} to {float(u.max()):+.3f} Angstrom")
     if info.get("note"):
         print(f"  note: {info['note']}")
-    written = [p for p in (args.png, args.vti) if p]
+    written = [p for p in (args.png, args.vti, args.html) if p]
     if written:
         print(f"  wrote {', '.join(written)}")
     return 0
@@ -491,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("result", help="a result file written by cdi run (.cxi)")
     rp.add_argument("--png", metavar="PATH", help="picture: central slices of amplitude, phase, strain; chi2 history")
     rp.add_argument("--vti", metavar="PATH", help="VTK image file for ParaView: amplitude, phase, support, strain")
+    rp.add_argument("--html", metavar="PATH", help="self-contained web page: the crystal in 3-D coloured by phase "
+                    "or strain, central slices, chi2 history (opens offline in any browser)")
     rp.add_argument("--hkl", type=int, nargs=3, metavar=("H", "K", "L"), help="the Bragg reflection")
     rp.add_argument("--lattice", type=float, metavar="A", help="cubic lattice constant (Angstrom)")
     rp.add_argument("--energy", type=float, metavar="KEV", help="X-ray energy (keV)")
