@@ -21,12 +21,13 @@ third-party plugin would.
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 
 from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
-from cdi_plugins.compute.support import autocorrelation_support, check_support_fraction, shrink_wrap
+from cdi_plugins.compute.support import (autocorrelation_support, check_support_fraction, problem_cache,
+                                         random_start, shrink_wrap)
+from cdi_plugins.core.params import check_support_guard, support_guard_params
 
 _COMMON = [
     Param("iterations", "int", 100, "number of iterations", low=1),
@@ -44,11 +45,7 @@ _COMMON = [
           low=0, high=1, low_open=True, high_open=True),
     Param("box_fraction", "float", 0.5, "side of the initial box support as a fraction of the array",
           low=0, high=1, low_open=True),
-    Param("support_min_fraction", "float", 1e-4,
-          "stop with an error if the support shrinks below this fraction of the array", low=0, high=1),
-    Param("support_max_fraction", "float", 0.7,
-          "stop with an error if the support grows above this fraction of the array", low=0, high=1,
-          low_open=True),
+    *support_guard_params(),
 ]
 
 _BETA = {
@@ -63,16 +60,8 @@ _SUMMARY = {
 }
 
 
-def _check(params: dict) -> None:
-    if params["support_min_fraction"] >= params["support_max_fraction"]:
-        raise CDIError("support_min_fraction must be below support_max_fraction")
-
-
 # --------------------------------------------------------------------------------------------
 # Data on the device, in FFT order, prepared once per (problem, backend) and reused by every step.
-
-_device_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
 
 class _DeviceData:
     def __init__(self, problem, backend):
@@ -98,11 +87,7 @@ class _DeviceData:
 
 
 def _device_data(problem, backend) -> _DeviceData:
-    per_problem = _device_cache.setdefault(problem, {})
-    dd = per_problem.get(backend)
-    if dd is None:
-        dd = per_problem[backend] = _DeviceData(problem, backend)
-    return dd
+    return problem_cache(problem, ("iterative", backend), lambda: _DeviceData(problem, backend))
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,11 +116,7 @@ def _initial(problem, state, params, ctx, dd):
         x = be.ifftshift(be.asarray(state.obj).astype(xp.complex64))
     else:
         # random start: seeded on the host so a run reproduces on any backend
-        shape = problem.shape
-        amp = ctx.rng.random(shape, dtype=np.float32)
-        phase = ctx.rng.uniform(-np.pi, np.pi, shape).astype(np.float32)
-        x0 = (amp * np.exp(1j * phase)).astype(np.complex64)
-        x = be.asarray(x0) * support
+        x = be.asarray(random_start(ctx.rng, problem.shape)) * support
         # Parseval: give the start the energy the data says the object has
         energy = float(xp.vdot(x, x).real)
         if energy > 0:
@@ -256,7 +237,7 @@ def specs() -> list[AlgorithmSpec]:
         if name in _BETA:
             params.insert(1, _BETA[name])
         out.append(AlgorithmSpec(name=name, kind="iterative", summary=_SUMMARY[name], params=params,
-                                 run=_make_run(name), backends=("numpy", "cupy"), check=_check))
+                                 run=_make_run(name), backends=("numpy", "cupy"), check=check_support_guard))
     return out
 
 

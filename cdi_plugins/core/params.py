@@ -2,7 +2,8 @@
 
 An algorithm declares its parameters as a list of :class:`Param`; the recipe
 validator checks every step against it before anything is computed, and
-``cdi algorithms NAME`` prints it as a table.
+``cdi algorithms NAME`` prints it as a table.  Parameters that several
+algorithms declare alike come from one helper here (:func:`support_guard_params`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from cdi_plugins.errors import CDIError
 
-__all__ = ["Param", "ParamModel", "suggest"]
+__all__ = ["Param", "ParamModel", "suggest", "support_guard_params", "check_support_guard"]
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list}  # list: of numbers
 
@@ -165,3 +166,36 @@ class ParamModel:
 
     def schema(self) -> list[dict]:
         return [p.schema() for p in self]
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters shared by several algorithms, declared once so that their names, bounds and
+# documentation stay the same everywhere.
+
+def support_guard_params() -> list[Param]:
+    """``support_min_fraction`` and ``support_max_fraction``: where a step with shrink-wrap stops.
+
+    A support that shrinks below the one or grows above the other means a reconstruction that
+    collapsed or diverges; the step stops with an error that says which parameter to change
+    (``cdi_plugins.compute.support.check_support_fraction``) instead of running on.  Use
+    :func:`check_support_guard` in the algorithm's check.
+    """
+    return [
+        Param("support_min_fraction", "float", 1e-4,
+              "stop with an error if the support shrinks below this fraction of the array", low=0, high=1),
+        Param("support_max_fraction", "float", 0.7,
+              "stop with an error if the support grows above this fraction of the array", low=0, high=1,
+              low_open=True),
+    ]
+
+
+def check_support_guard(params: dict) -> None:
+    """Refuse validated *params* whose :func:`support_guard_params` leave no room for a support.
+
+    Raises
+    ------
+    CDIError
+        If ``support_min_fraction`` is not below ``support_max_fraction``.
+    """
+    if params["support_min_fraction"] >= params["support_max_fraction"]:
+        raise CDIError("support_min_fraction must be below support_max_fraction")
