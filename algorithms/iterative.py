@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
+from cdi_plugins.core import AlgorithmSpec, CDIError, Param, State, hookimpl
 from cdi_plugins.compute.support import (autocorrelation_support, check_support_fraction, problem_cache,
                                          random_start, shrink_wrap)
 from cdi_plugins.core.params import check_support_guard, support_guard_params

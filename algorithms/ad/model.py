@@ -59,7 +59,7 @@ import math
 import numpy as np
 import torch
 
-from cdi_plugins import CDIError
+from cdi_plugins.core import CDIError
 from cdi_plugins.compute.support import problem_cache
 
 from cdi_plugins.algorithms.ad.plugin import LOSSES

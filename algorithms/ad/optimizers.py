@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 
-from cdi_plugins import Param
+from cdi_plugins.core import Param
 
 # Adam's eps, in the units of the gradient of loss x support size (median |gradient| per voxel:
 # ~0.1 from a random start, ~1e-4 at the noise floor of 1e8-count data, ~1e-5 at an exact

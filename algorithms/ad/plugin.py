@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from cdi_plugins import AlgorithmSpec, CDIError, Param, hookimpl
+from cdi_plugins.core import AlgorithmSpec, CDIError, Param, hookimpl
 from cdi_plugins.core.params import check_support_guard, support_guard_params
 
 from cdi_plugins.algorithms.ad import optimizers

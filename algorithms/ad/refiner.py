@@ -70,7 +70,7 @@ import math
 import numpy as np
 import torch
 
-from cdi_plugins import CDIError, State
+from cdi_plugins.core import CDIError, State
 from cdi_plugins.compute.support import autocorrelation_support, check_support_fraction, random_start
 
 from cdi_plugins.algorithms.ad.model import (_coarse_shape, _from_torch, _model, _resample, _resample_support,

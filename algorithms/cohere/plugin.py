@@ -34,7 +34,7 @@ import tempfile
 
 import numpy as np
 
-from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
+from cdi_plugins.core import AlgorithmSpec, CDIError, Param, State, hookimpl
 
 COHERE_VERSION = "4.5.4"
 INSTALL_HINT = f"pip install 'cdi-plugins[cohere]' (cohere-core=={COHERE_VERSION})"
