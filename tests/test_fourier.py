@@ -9,19 +9,13 @@ from cdi_plugins import CDIError
 from cdi_plugins.compute.fourier import OVERSAMPLING_PRESETS, crop_pad, fourier_resample, oversampling
 from cdi_plugins.physics.atomistic import atomistic_crystal
 from cdi_plugins.physics.simulate import simulate_crystal
+from tests.helpers import box_pattern
 
 
 @pytest.fixture(scope="module")
 def demo():
     """The pattern of configs/demo.yaml: 64^3, seed 1, 1e8 photons, Poisson noise."""
     return simulate_crystal(64, seed=1, counts=1e8, noise=True)["intensity"]
-
-
-def box_pattern(n, w):
-    """|F|^2 of a box w[k] pixels wide on an n^3 grid: its oversampling is n / w[k] exactly."""
-    obj = np.zeros((n, n, n), complex)
-    obj[tuple(slice(n // 2 - k // 2, n // 2 - k // 2 + k) for k in w)] = 1
-    return np.abs(np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(obj)))) ** 2
 
 
 # --------------------------------------------------------------------------- oversampling presets

@@ -1,6 +1,6 @@
 """CLI commands of the neural predictor: ``simulate-set``, ``train``, ``nn-eval``, ``nn-bench``.
 
-``cli.build_parser`` wires them with one line: ``from .nn_cli import add_parsers; add_parsers(sub)``.
+``cdi_plugins.cli.build_parser`` wires them with one line: ``add_parsers(sub)``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _read_config(path) -> dict:
 
 
 def cmd_train(args) -> int:
-    from cdi_plugins.algorithms.nn.network import train
+    from cdi_plugins.algorithms.nn.training import train
     cfg = _read_config(args.config)
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
@@ -67,8 +67,9 @@ def cmd_train(args) -> int:
 def cmd_nn_eval(args) -> int:
     import json
 
+    from cdi_plugins.algorithms.nn.network import load_weights, resolve_device
+    from cdi_plugins.algorithms.nn.training import evaluate
     from cdi_plugins.physics.atomistic import load_set
-    from cdi_plugins.algorithms.nn.network import evaluate, load_weights, resolve_device
     device = resolve_device(args.device)
     model, meta = load_weights(args.weights, device)
     data = load_set(args.data, args.limit)
@@ -84,7 +85,8 @@ def cmd_nn_eval(args) -> int:
     if args.record:
         import torch
 
-        from cdi_plugins.algorithms.nn.network import check_figures, save_weights
+        from cdi_plugins.algorithms.nn.network import save_weights
+        from cdi_plugins.algorithms.nn.training import check_figures
         check = check_figures(model, n=12, seed=3, device=device)
         meta = dict(meta)
         meta["held_out"] = {**fig, "set": os.path.basename(args.data), "seed": data["seed"],
@@ -170,10 +172,11 @@ def add_parsers(sub) -> None:
 
 
 def main(argv=None) -> int:
-    """``python -m cdi_plugins.nn_cli COMMAND ...``: the same commands without the main CLI."""
+    """``python -m cdi_plugins.algorithms.nn.commands COMMAND ...``: the same commands without the main CLI."""
     import argparse
     import sys
-    p = argparse.ArgumentParser(prog="python -m cdi_plugins.nn_cli", description="3D-CDI-NN data, training, evaluation")
+    p = argparse.ArgumentParser(prog="python -m cdi_plugins.algorithms.nn.commands",
+                                description="3D-CDI-NN data, training, evaluation")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     add_parsers(sub)
