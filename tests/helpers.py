@@ -1,4 +1,5 @@
-"""Shared by several test files: a pattern of known oversampling, the shipped nn weights, a code payload."""
+"""Shared by several test files: a pattern of known oversampling, the shipped nn weights, a code payload,
+and a small reconstruction written by `cdi run` with its picture and VTK file."""
 
 import os
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from cdi_plugins.algorithms.nn.network import builtin_weights
+from cdi_plugins.cli import main
 
 SHIPPED = "au32_w025_ft"      # the default: au32_w025 (first training stage) fine-tuned
 needs_weights = pytest.mark.skipif(SHIPPED not in builtin_weights(), reason="shipped weights not installed")
@@ -27,3 +29,33 @@ class CodePayload:
     def __reduce__(self):
         return os.mkdir, (self.path,)
 
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+RECIPE = """\
+name: tiny
+data:
+  simulate: {shape: 32, seed: 0}
+seed: 0
+threads: 1
+steps: "10*ER+40*HIO+20*ER"
+geometry: {hkl: [1, 1, 1], lattice_constant: 4.078, energy: 9.0, voxel_size: 10}
+output:
+  png: "{dataset}.png"
+  vti: "{dataset}.vti"
+"""
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """`cdi run` of a recipe with output.png and output.vti, in a scratch folder."""
+    d = tmp_path_factory.mktemp("report")
+    (d / "r.yaml").write_text(RECIPE)
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        rc = main(["run", "r.yaml", "--out", "res.cxi", "-q"])
+    finally:
+        os.chdir(cwd)
+    assert rc == 0
+    return d
