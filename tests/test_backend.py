@@ -10,7 +10,6 @@ import scipy.fft
 
 from cdi_plugins import CDIError
 from cdi_plugins.compute.backend import available_backends, fft_engines, get_backend
-from cdi_plugins.compute.support import autocorrelation_support, shrink_wrap, smooth
 
 from tests.conftest import HAVE_GPU
 
@@ -99,28 +98,6 @@ def test_a_crafted_wisdom_cache_cannot_run_code(tmp_path, monkeypatch):
         assert not marker.exists()
     pickle.loads(payload)              # the payload is real: unpickling it does create the marker
     assert marker.exists()
-
-
-def test_gaussian_smoothing_preserves_the_sum_and_spreads():
-    be = get_backend("numpy")
-    a = np.zeros((16, 16, 16), np.float32)
-    a[0, 0, 0] = 1
-    s = smooth(be, a, 2.0)
-    assert s.dtype == np.float32
-    assert s.sum() == pytest.approx(1.0, rel=1e-4)
-    assert s[0, 0, 0] < 0.1 and s[1, 0, 0] > 0
-
-
-def test_shrink_wrap_and_autocorrelation_support_find_the_object():
-    be = get_backend("numpy")
-    obj = np.zeros((32, 32, 32), np.complex64)
-    obj[12:20, 12:20, 12:20] = 1
-    sup = shrink_wrap(be, obj, 1.0, 0.2)
-    assert sup[16, 16, 16] and not sup[0, 0, 0]
-    assert 8 ** 3 <= sup.sum() <= 12 ** 3
-    inten = np.abs(np.fft.fftn(obj)).astype(np.float32) ** 2  # FFT order, as the kernels use it
-    ac = autocorrelation_support(be, inten, 0.1)
-    assert ac[0, 0, 0] and ac.sum() > sup.sum()  # autocorrelation: about twice the object's size
 
 
 @pytest.mark.gpu

@@ -3,9 +3,7 @@
 import numpy as np
 import pytest
 
-import cdi_plugins
 from cdi_plugins.cli import main
-from cdi_plugins.report.plots import iteration_times
 
 SIM = "data: {simulate: {shape: 32, seed: 0, counts: 1.0e8}}\nthreads: 1\n"
 
@@ -47,10 +45,3 @@ def test_compare_with_data_overrides_every_recipe(recipes, tmp_path, capsys):
     assert main(["compare", str(recipes[0]), str(recipes[1]), "--data", str(path), "-q"]) == 0
     out = capsys.readouterr().out
     assert "pattern.npy" in out and "error vs truth" not in out  # a file carries no truth
-
-
-def test_iteration_times_spread_each_step_over_its_iterations():
-    r = cdi_plugins.run(SIM + 'steps: "10*ER+30*HIO"\n')
-    t = iteration_times(r)
-    assert len(t) == 40 and np.all(np.diff(t) > 0)
-    assert t[9] == pytest.approx(r.timings[0]) and t[-1] == pytest.approx(sum(r.timings))

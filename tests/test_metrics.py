@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cdi_plugins.errors import CDIError
-from cdi_plugins.compute.metrics import chi2, compare_to_truth, far_field, twin
+from cdi_plugins.compute.metrics import chi2, compare_to_truth, far_field, support_stats, twin
 from cdi_plugins.physics.simulate import simulate_crystal
 
 
@@ -196,3 +196,14 @@ def test_compare_errors(truth):
     bad[0, 0, 0] = np.nan
     with pytest.raises(CDIError, match="NaN"):
         compare_to_truth(bad, truth)
+
+
+def test_support_stats_counts_parts_on_the_periodic_array():
+    s = np.zeros((16, 16, 16), dtype=bool)
+    s[0:3, 5:8, 5:8] = True
+    s[14:16, 5:8, 5:8] = True          # the same object, cut by the array edge
+    st = support_stats(s)
+    assert st["components"] == 1 and st["voxels"] == 5 * 9
+    s[8:10, 10:12, 1:3] = True
+    st = support_stats(s)
+    assert st["components"] == 2 and st["largest"] == pytest.approx(45 / 53)

@@ -56,7 +56,7 @@ def _read_config(path) -> dict:
 
 
 def cmd_train(args) -> int:
-    from cdi_plugins.algorithms.nn.network import train
+    from cdi_plugins.algorithms.nn.training import train
     cfg = _read_config(args.config)
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
@@ -74,8 +74,9 @@ def cmd_train(args) -> int:
 def cmd_nn_eval(args) -> int:
     import json
 
+    from cdi_plugins.algorithms.nn.network import load_weights, resolve_device
+    from cdi_plugins.algorithms.nn.training import evaluate
     from cdi_plugins.physics.atomistic import load_set
-    from cdi_plugins.algorithms.nn.network import evaluate, load_weights, resolve_device
     device = resolve_device(args.device)
     model, meta = load_weights(args.weights, device)
     data = load_set(args.data, args.limit)
@@ -91,7 +92,8 @@ def cmd_nn_eval(args) -> int:
     if args.record:
         import torch
 
-        from cdi_plugins.algorithms.nn.network import check_figures, save_weights
+        from cdi_plugins.algorithms.nn.network import save_weights
+        from cdi_plugins.algorithms.nn.training import check_figures
         check = check_figures(model, n=12, seed=3, device=device)
         meta = dict(meta)
         meta["held_out"] = {**fig, "set": os.path.basename(args.data), "seed": data["seed"],

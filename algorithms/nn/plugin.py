@@ -7,8 +7,13 @@ amplitude and phase, and maps the object back onto the data's own grid by Fourie
 returned State holds that object (scaled to the measured photon count) and a support, so a following
 HIO/ER/AD step continues at full resolution.
 
-This module reaches the framework only through its public API (``cdi_plugins`` and the documented
-``cdi_plugins.nn_model`` / ``cdi_plugins.metrics`` modules), exactly as a third-party plugin would.
+The oversampling is measured with the ``"smoothed"`` preset of :func:`cdi_plugins.compute.fourier.oversampling`
+(the one the weights were trained with), not the ``"blob"`` preset behind the "oversampling estimate" that
+``cdi run`` prints, so the step's figures (in its history record) read higher than the printed ones.
+
+This module reaches the framework only through its public API (``cdi_plugins`` and ``cdi_plugins.compute``),
+exactly as a third-party plugin would; the network is in :mod:`.network`, the grid mapping in
+:mod:`.mapping`, training in :mod:`.training`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import threading
 
 import numpy as np
 
-from cdi_plugins import AlgorithmSpec, CDIError, Param, State, hookimpl
+from cdi_plugins.core import AlgorithmSpec, CDIError, Param, State, hookimpl
 
 DEFAULT_WEIGHTS = "au32_w025_ft"
 
@@ -61,18 +66,23 @@ def predict(intensity, mask=None, *, weights: str = DEFAULT_WEIGHTS, device: str
 
     Keys: ``obj`` (complex64 on the data grid, unit-ish amplitude), ``amplitude`` and ``phase`` (the raw
     32^3 prediction), ``input`` (the 32^3 network input), ``crop`` (pattern pixels kept per axis),
-    ``oversampling`` (estimated, per axis), ``target`` (fed to the network), ``seconds`` (network only).
+    ``oversampling`` (per axis: the ``"smoothed"`` preset of :func:`cdi_plugins.compute.fourier.oversampling`,
+    higher than the ``"blob"`` estimate ``cdi run`` prints), ``target`` (fed to the network), ``seconds``
+    (network only).
     """
     import time
 
     import torch
 
-    from cdi_plugins.algorithms.nn.network import estimate_oversampling, from_network, to_network
+    from cdi_plugins.algorithms.nn.mapping import OVERSAMPLING_PRESET, from_network, to_network
+    from cdi_plugins.compute.fourier import oversampling as estimate
     model, meta, dev = _model(weights, device)
     size = int(meta["arch"]["size"])
     target = float(target_oversampling or meta.get("oversampling_target") or 2.0)
     inten = np.asarray(intensity, dtype=np.float32)
-    os_ = estimate_oversampling(inten, mask)
+    os_ = estimate(inten, mask, preset=OVERSAMPLING_PRESET)
+    if not all(math.isfinite(o) for o in os_):
+        raise CDIError("cannot estimate the oversampling: the pattern is zero everywhere it is measured")
     if oversampling is not None:
         scale = float(oversampling) / min(os_)
         os_ = tuple(o * scale for o in os_)
@@ -111,7 +121,8 @@ def run_nn(problem, state, params, ctx):
     if own > 0:
         obj = (obj * np.float32(math.sqrt(energy / own))).astype(np.complex64)
     c2 = chi2(obj, problem.intensity, problem.mask)
-    ctx.logger.info("nn: oversampling %s -> crop %d -> %d^3 at %.2f, network %.1f ms",
+    ctx.logger.info("nn: oversampling (smoothed autocorrelation) %s -> crop %d -> %d^3 at %.2f, "
+                    "network %.1f ms",
                     ", ".join(f"{o:.2f}" for o in pred["oversampling"]), pred["crop"], pred["input"].shape[0],
                     pred["target"], pred["seconds"] * 1e3)
     ctx.progress(step=ctx.step, algorithm="nn", iteration=1, total=1, chi2=c2)

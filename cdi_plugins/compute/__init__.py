@@ -1,3 +1,4 @@
-"""Numerics shared by the framework and the plugins: the array backend and FFT engines, supports and
-shrink-wrap, Fourier-space resampling and oversampling, error metrics.  Knows nothing of plugins or recipes.
+"""Numerics shared by the framework and the plugins: the array backend and FFT engines (``backend``), supports
+and shrink-wrap (``support``), the oversampling estimate, crop/pad and Fourier resampling (``fourier``),
+error metrics (``metrics``).  Knows nothing of plugins or recipes.
 """

@@ -23,24 +23,24 @@ Pixels that a pad adds lie outside the measured range: they are masked, never
 constrained to zero.
 
 :func:`oversampling_estimate` gives the oversampling ratio per axis from the
-intensity autocorrelation; :func:`cdi_plugins.pipeline.build_problem` stores it
-in ``Problem.metadata["oversampling_estimate"]`` and ``cdi run`` prints it.
+intensity autocorrelation (:func:`cdi_plugins.compute.fourier.oversampling`,
+preset ``"blob"``); :func:`cdi_plugins.pipeline.build_problem` stores it in
+``Problem.metadata["oversampling_estimate"]`` and ``cdi run`` prints it.
 
 Every function returns new arrays; its inputs are never modified.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 import re
 
 import numpy as np
-import scipy.fft
 from scipy import ndimage
 
-from cdi_plugins.errors import CDIError
+from cdi_plugins.compute.fourier import crop_pad, oversampling, window_slices
 from cdi_plugins.core.params import Param, ParamModel, suggest
+from cdi_plugins.errors import CDIError
 
 __all__ = ["PREPARE", "PREPARE_KEYS", "validate_prepare", "prepare", "oversampling_estimate",
            "fft_friendly", "parse_region"]
@@ -249,20 +249,10 @@ def _window(a: np.ndarray, mask: np.ndarray, centre, shape) -> tuple[np.ndarray,
 
     Pixels of the window outside the data are 0 and masked; returns how many.
     """
-    out = np.zeros(shape, dtype=a.dtype)
-    m = np.ones(shape, dtype=bool)
-    src, dst = [], []
-    for n_in, n_out, c in zip(a.shape, shape, centre):
-        lo = c - n_out // 2                      # data index of window index 0
-        s0, s1 = max(lo, 0), min(lo + n_out, n_in)
-        if s1 <= s0:
-            raise CDIError(f"the window of {n_out} pixels around pixel {c} misses the data")
-        src.append(slice(s0, s1))
-        dst.append(slice(s0 - lo, s1 - lo))
-    out[tuple(dst)] = a[tuple(src)]
-    m[tuple(dst)] = mask[tuple(src)]
+    out = crop_pad(a, shape, 0, centre=centre)
+    m = crop_pad(mask, shape, True, centre=centre)
     outside = np.ones(shape, dtype=bool)
-    outside[tuple(dst)] = False
+    outside[window_slices(a.shape, shape, centre)[1]] = False
     return out, m, int(outside.sum())
 
 
@@ -392,43 +382,9 @@ def prepare(intensity, mask=None, options: dict | None = None, *, where: dict | 
 
 
 def oversampling_estimate(intensity, mask=None, *, threshold: float = 0.01) -> tuple[float, float, float]:
-    """Oversampling ratio per axis, estimated from the intensity autocorrelation.
+    """What ``cdi run`` prints: :func:`cdi_plugins.compute.fourier.oversampling` with its ``"blob"`` preset.
 
-    The autocorrelation of the object, ``|IFFT(I)|``, is about twice as wide as
-    the object on every axis.  Its central blob above *threshold* times its
-    maximum gives that width ``w`` along each axis, and the estimate is
-    ``2 n / (w + 1)`` (array size over object size).  A pattern needs at least
-    2 on every axis for phase retrieval to be well posed; 3 or more is
-    comfortable.  Thresholding trims the tails of the autocorrelation, so the
-    estimate tends to be high: on simulated faceted crystals it is 5-20 % above
-    the true value.
-
-    Parameters
-    ----------
-    intensity : array_like, 3-D
-        Intensity, peak near the centre.
-    mask : array_like of bool, optional
-        Masked pixels are left out (taken as 0).
-    threshold : float
-        Fraction of the autocorrelation maximum that bounds the blob.
-
-    Returns
-    -------
-    tuple of 3 floats
+    Kept for :func:`cdi_plugins.pipeline.build_problem`, which stores it in
+    ``Problem.metadata["oversampling_estimate"]``; new code calls ``oversampling`` directly.
     """
-    a = np.asarray(intensity, dtype=np.float64)
-    if mask is not None:
-        a = np.where(np.asarray(mask, dtype=bool), 0.0, a)
-    a = np.where(np.isfinite(a), np.maximum(a, 0.0), 0.0)
-    ac = np.abs(scipy.fft.fftshift(scipy.fft.ifftn(scipy.fft.ifftshift(a), workers=-1)))
-    peak = ac.max()
-    if not peak > 0:
-        return (math.nan,) * 3
-    labels, _ = ndimage.label(ac > threshold * peak)
-    blob = labels == labels[tuple(n // 2 for n in a.shape)]
-    out = []
-    for axis, n in enumerate(a.shape):
-        idx = np.flatnonzero(blob.any(axis=tuple(j for j in range(3) if j != axis)))
-        width = int(idx[-1] - idx[0] + 1) if idx.size else n
-        out.append(round(2.0 * n / (width + 1), 3))
-    return tuple(out)
+    return oversampling(intensity, mask, preset="blob", threshold=threshold)

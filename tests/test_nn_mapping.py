@@ -1,0 +1,41 @@
+"""Tests for the nn plugin's mapping module: a pattern onto the network grid and a prediction back."""
+
+import numpy as np
+import pytest
+
+from cdi_plugins.algorithms.nn.mapping import OVERSAMPLING_PRESET, from_network, to_network
+from cdi_plugins.compute.fourier import oversampling
+from tests.helpers import box_pattern
+
+
+def test_oversampling_estimate_and_network_grid():
+    inten = box_pattern(64, (16, 20, 26))
+    os_ = oversampling(inten, preset=OVERSAMPLING_PRESET)
+    assert os_[0] > os_[1] > os_[2]
+    assert 64 / 26 * 0.9 < os_[2] < 64 / 26 * 1.5
+    x, c, _ = to_network(inten, target=2.0)
+    assert x.shape == (32, 32, 32) and x.max() == pytest.approx(1.0)
+    assert np.unravel_index(np.argmax(x), x.shape) == (16, 16, 16)
+    assert c == round(32 * min(os_) / 2.0)
+    # the network-grid object comes back onto the data grid with the right size
+    obj32 = np.zeros((32, 32, 32), complex)
+    w = round(26 * c / 64)                                     # extent in network voxels on axis 2
+    obj32[12:20, 12:20, 16 - w // 2:16 - w // 2 + w] = 1
+    back = np.abs(from_network(obj32, (64, 64, 64), c))
+    ext = np.flatnonzero((back > 0.5).any(axis=(0, 1)))
+    assert abs((ext[-1] - ext[0] + 1) - 26) <= 2
+
+
+def test_masked_pixels_never_reach_the_network_and_a_given_oversampling_is_used():
+    inten = box_pattern(64, (16, 20, 26))
+    mask = np.zeros(inten.shape, bool)
+    mask[40:44] = True
+    hot, clean = inten.copy(), inten.copy()
+    hot[mask], clean[mask] = 1e9, 0
+    x, c, os_ = to_network(hot, mask, target=2.0)
+    x0, c0, os0 = to_network(clean, target=2.0)
+    assert c == c0 and os_ == os0 and np.array_equal(x, x0)
+    x, c, os_ = to_network(inten, target=2.5, oversampling=(3.0, 4.0, 5.0))
+    assert os_ == (3.0, 4.0, 5.0) and c == round(32 * 3.0 / 2.5)
+    back = from_network(np.ones((32, 32, 32), np.complex64), (64, 48, 40), c)
+    assert back.shape == (64, 48, 40) and back.dtype == np.complex64
