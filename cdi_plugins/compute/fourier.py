@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.fft
-from scipy import ndimage
 
 from cdi_plugins.errors import CDIError
 
@@ -108,6 +106,8 @@ def oversampling(intensity, mask=None, *, preset: str = "blob", **overrides) -> 
     CDIError
         An unknown preset or setting, or a setting out of range.
     """
+    import scipy.fft
+    from scipy import ndimage
     cfg = _settings(preset, overrides)
     a = np.array(intensity, dtype=cfg["dtype"])
     if mask is not None:
@@ -184,6 +184,7 @@ def fourier_resample(a, shape) -> np.ndarray:
     constant stays the same constant, so ``sum |a|^2`` grows with the number of voxels), and resampling
     up and back down returns the original exactly.  Returns complex128.
     """
+    import scipy.fft
     a = np.asarray(a, dtype=np.complex128)
     f = scipy.fft.fftshift(scipy.fft.fftn(scipy.fft.ifftshift(a)))
     f = crop_pad(f, shape)

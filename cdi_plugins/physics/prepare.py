@@ -36,7 +36,6 @@ import numbers
 import re
 
 import numpy as np
-from scipy import ndimage
 
 from cdi_plugins.compute.fourier import crop_pad, oversampling, window_slices
 from cdi_plugins.core.params import Param, ParamModel, suggest
@@ -292,6 +291,7 @@ def prepare(intensity, mask=None, options: dict | None = None, *, where: dict | 
         For a region outside the data, a shape that is not reachable, or data
         that is not 3-D.
     """
+    from scipy import ndimage
     where = where or {}
     options = validate_prepare(options if options is not None else {},
                                lambda key=None: where.get(key, source))
