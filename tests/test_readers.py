@@ -244,3 +244,36 @@ def test_dataset_for_tif_refused(tmp_path, cube):
     tifffile.imwrite(p, cube)
     with pytest.raises(CDIError, match="stack.tif"):
         read_array(p, dataset="x")
+
+
+def test_read_header_matches_what_read_array_returns(tmp_path, cube):
+    from cdi_plugins.io import read_header
+    np.save(tmp_path / "a.npy", cube.astype(np.uint16))
+    np.savez(tmp_path / "b.npz", data=cube)
+    tifffile.imwrite(tmp_path / "c.tif", cube.astype(np.float32))
+    tifffile.imwrite(tmp_path / "d.tif", cube[..., None].astype(np.int32))       # a sample axis, squeezed
+    with h5py.File(tmp_path / "e.h5", "w") as f:
+        f["entry_1/data_1/data"] = cube.astype(np.float64)
+    (tmp_path / "frames").mkdir()
+    for i, page in enumerate(cube):
+        tifffile.imwrite(tmp_path / "frames" / f"f_{i}.tif", page.astype(np.uint32))
+    for name in ("a.npy", "b.npz", "c.tif", "d.tif", "e.h5", "frames"):
+        arr = read_array(tmp_path / name)
+        assert read_header(tmp_path / name) == (arr.shape, arr.dtype), name
+
+
+def test_read_header_of_a_npy_reads_only_the_header(tmp_path):
+    from cdi_plugins.io import read_header
+    path = tmp_path / "big.npy"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1, 1), np.float32))
+    header["shape"] = (512, 512, 512)                         # 512 MB announced, only the header on disk
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+    with pytest.raises(CDIError):
+        read_array(path)                                      # the data is not there
+    with pytest.raises((CDIError, ValueError)):
+        read_header(path)                                     # mmap sees the file is too short
+    fh = open(path, "ab")
+    fh.truncate(path.stat().st_size + 512 ** 3 * 4)           # sparse file: the size is announced, not written
+    fh.close()
+    assert read_header(path) == ((512, 512, 512), np.dtype(np.float32))

@@ -17,7 +17,7 @@ from cdi_plugins.core.state import as_float32
 from cdi_plugins.io.atomic import note_input
 from cdi_plugins.errors import CDIError
 
-__all__ = ["read_array", "read_intensity", "tiff_frames", "SUPPORTED_EXTENSIONS"]
+__all__ = ["read_header", "read_array", "read_intensity", "tiff_frames", "SUPPORTED_EXTENSIONS"]
 
 NUMPY_EXTENSIONS = (".npy", ".npz")
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -256,7 +256,7 @@ def _format_datasets(found) -> str:
     return _short_list(f"{name} {shape}" for name, shape in found)
 
 
-def _read_hdf5(p: str, loc: str, dataset: str | None) -> np.ndarray:
+def _read_hdf5(p: str, loc: str, dataset: str | None, header: bool = False):
     import h5py
 
     with _open_h5(p, loc) as f:
@@ -293,6 +293,8 @@ def _read_hdf5(p: str, loc: str, dataset: str | None) -> np.ndarray:
                                        "as the dataset", loc)
             if obj.dtype.kind == "O" or h5py.check_string_dtype(obj.dtype) is not None:
                 raise CDIError(f"dataset {obj.name!r} holds strings or objects, not numbers", loc)
+            if header:
+                return tuple(obj.shape), np.dtype(obj.dtype)
             return np.asarray(obj[()])
         except CDIError:
             raise
@@ -301,6 +303,49 @@ def _read_hdf5(p: str, loc: str, dataset: str | None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- public
+
+def read_header(path, *, dataset: str | None = None) -> tuple[tuple, np.dtype]:
+    """Shape and dtype of what :func:`read_array` would return, reading as little as the format allows.
+
+    ``.npy`` files are memory-mapped (only the header is read), HDF5 datasets and single-series TIFF
+    stacks report their shape from their metadata, a folder of TIFF frames counts its frames and opens the
+    first; other layouts (``.npz``, multi-series TIFF) are read.  Raises what :func:`read_array` raises.
+    """
+    loc = str(path)
+    if os.path.isdir(os.fspath(path)):
+        frames = tiff_frames(os.fspath(path)) if os.access(os.fspath(path), os.R_OK) else []
+        if frames and dataset is None:
+            shape, dtype = read_header(frames[0])
+            if len(shape) == 2:
+                return (len(frames), *shape), dtype
+        a = read_array(path, dataset=dataset)
+        return a.shape, a.dtype
+    p = check_input_file(path)
+    ext = _extension(p)
+    try:
+        if ext in HDF5_EXTENSIONS:
+            return _read_hdf5(p, loc, dataset, header=True)
+        if ext == ".npy" and dataset is None:
+            with open(p, "rb") as fh:
+                if fh.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+                    a = np.load(p, mmap_mode="r", allow_pickle=False)
+                    if not a.dtype.hasobject:
+                        return tuple(a.shape), a.dtype
+        if ext in TIFF_EXTENSIONS and dataset is None:
+            import tifffile
+            with tifffile.TiffFile(p, mode="rb") as tf:
+                if len(tf.series) == 1 and tf.series[0].ndim >= 3:
+                    shape = list(tf.series[0].shape)
+                    while len(shape) > 3 and 1 in shape:   # as read_array squeezes sample axes
+                        shape.remove(1)
+                    return tuple(shape), np.dtype(tf.series[0].dtype)
+    except CDIError:
+        raise
+    except Exception:  # anything unusual: let the full reader give its precise message
+        pass
+    a = read_array(path, dataset=dataset)
+    return a.shape, a.dtype
+
 
 def read_array(path, *, dataset: str | None = None) -> np.ndarray:
     """Read one array from a NumPy, TIFF or HDF5/CXI file.
