@@ -321,3 +321,12 @@ def test_a_tiff_folder_as_recipe_data_and_as_cli_data(tmp_path, pattern, monkeyp
     a, b = cdi_plugins.load("a.cxi"), cdi_plugins.load("b.cxi")
     np.testing.assert_array_equal(a.intensity, b.intensity)
     np.testing.assert_array_equal(a.intensity, np.where(intensity < 1, 0, intensity))
+
+
+def test_check_regions_finds_a_gap_outside_the_data_from_its_shape_alone():
+    from cdi_plugins.physics.prepare import check_regions
+    opts = validate_prepare({"gaps": [":, 30:32, :"], "aliens": ["1:3, 1:3, 70:80"]})
+    check_regions({"gaps": opts["gaps"]}, (64, 64, 64))
+    with pytest.raises(CDIError, match=r"r.yaml:5: data.prepare.aliens: region '1:3, 1:3, 70:80': index 70 is "
+                                       r"outside axis 2, which has 64 pixels"):
+        check_regions(opts, (64, 64, 64), where={"aliens": "r.yaml:5: data.prepare.aliens"})

@@ -42,7 +42,7 @@ from cdi_plugins.core.params import Param, ParamModel, suggest
 from cdi_plugins.errors import CDIError
 
 __all__ = ["PREPARE", "PREPARE_KEYS", "validate_prepare", "prepare", "oversampling_estimate",
-           "fft_friendly", "parse_region"]
+           "fft_friendly", "parse_region", "check_regions"]
 
 PREPARE = ParamModel([
     Param("threshold", "float", 0.0, "intensities below this (counts) are set to 0", low=0),
@@ -191,6 +191,20 @@ def validate_prepare(node, where=lambda key=None: "") -> dict:
         except CDIError as e:
             raise e.at(where("shape")) from None
     return out
+
+
+def check_regions(options: dict | None, shape, where: dict | None = None, source: str = "") -> None:
+    """Check every region of validated *options* (``gaps``, ``aliens``) against the raw data *shape*.
+
+    What :func:`prepare` would refuse, found from the data's header alone (``cdi validate``).
+    """
+    where = where or {}
+    for key in ("gaps", "aliens"):
+        for r in (options or {}).get(key) or ():
+            try:
+                parse_region(r, tuple(shape))
+            except CDIError as e:
+                raise e.at(where.get(key, source)) from None
 
 
 def is_noop(options: dict | None) -> bool:
