@@ -46,9 +46,10 @@ import yaml
 
 from cdi_plugins.compute.backend import BACKENDS, FFT_ENGINES
 from cdi_plugins.errors import CDIError
-from cdi_plugins.core.params import Param, ParamModel, suggest
+from cdi_plugins.core.params import Param, suggest
 from cdi_plugins.physics.postprocess import POSTPROCESS, validate_geometry
 from cdi_plugins.physics.prepare import PREPARE_KEYS, validate_prepare
+from cdi_plugins.physics.simulate import SIMULATE
 from cdi_plugins.core.registry import AlgorithmSpec, Registry, get_registry
 from cdi_plugins.core.sequence import parse_sequence
 
@@ -62,15 +63,6 @@ OUTPUT_KEYS = ("path", "overwrite", "png", "vti", "cohere_dir")
 DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "runs", "average", "params", "steps",
                 "geometry",
                 "postprocess", "output", "set")
-
-SIMULATE = ParamModel([
-    Param("shape", "int", 64, "array size per axis", low=16, high=1024),
-    Param("seed", "int", 0, "random seed of the crystal and its noise", low=0),
-    Param("counts", "float", 1e8, "total photon count", low=0, low_open=True),
-    Param("noise", "bool", True, "apply Poisson noise"),
-    Param("phase_amplitude", "float", 1.0, "peak-to-peak phase of the strain field (rad)", low=0),
-    Param("oversampling_min", "float", 2.2, "minimum oversampling per axis", low=1.5),
-])
 
 
 # --------------------------------------------------------------------------------------------
