@@ -93,7 +93,7 @@ def test_recipe_as_path_yaml_string_and_dict_agree(tmp_path):
     plan = rec.dataset()
     assert plan.name == "t" and plan.seed == 0 and plan.threads == 1
     assert plan.iterations == 620
-    assert plan.data["simulate"]["shape"] == 32 and plan.data["simulate"]["noise"] is True  # defaults filled
+    assert plan.data.simulate["shape"] == 32 and plan.data.simulate["noise"] is True  # defaults filled
     # the default HIO beta from params: applies to every HIO step of the sequence string
     assert {s.params["beta"] for s in plan.steps if s.name == "hio"} == {0.8}
 
@@ -112,7 +112,7 @@ def test_relative_data_path_is_relative_to_the_recipe_file(tmp_path):
     np.save(tmp_path / "sub" / "d.npy", np.ones((4, 4, 4), np.float32))
     path = write(tmp_path / "sub", "data: {path: d.npy}\nsteps: 5*ER\n")
     plan = load_recipe(path).dataset()
-    assert plan.data_path() == str(tmp_path / "sub" / "d.npy")
+    assert plan.data.resolved() == str(tmp_path / "sub" / "d.npy")
 
 
 # --------------------------------------------------------------------------- step lists
@@ -180,8 +180,8 @@ def test_per_dataset_overrides_give_different_step_lists():
     assert [d.name for d in rec.datasets] == ["a", "b", "c"]
     a, b, c = rec.datasets
     assert [(s.name, s.iterations) for s in a.steps] == [("er", 10), ("hio", 10)]
-    assert a.steps[1].params["beta"] == 0.9 and a.data["simulate"]["seed"] == 0
-    assert b.steps[1].params["beta"] == 0.7 and b.data["simulate"]["seed"] == 4
+    assert a.steps[1].params["beta"] == 0.9 and a.data.simulate["seed"] == 0
+    assert b.steps[1].params["beta"] == 0.7 and b.data.simulate["seed"] == 4
     assert [s.name for s in c.steps] == ["er", "raar"]
     assert rec.dataset("b") is b
     with pytest.raises(CDIError, match="lists 3 datasets"):
@@ -368,7 +368,7 @@ def test_cupy_backend_without_gpu_is_a_clear_error(tmp_path):
 
 def test_thirty_two_cubed_simulation_validates():
     plan = load_recipe({"data": {"simulate": {"shape": 32, "seed": 0}}, "steps": "5*ER"}).dataset()
-    assert plan.data["simulate"]["shape"] == 32
+    assert plan.data.simulate["shape"] == 32
     assert os.path.basename(plan.source) == "<recipe>"
 
 
