@@ -56,19 +56,19 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
         intensity, source = np.asarray(data), "<array>"
     elif data is not None:
         source = os.fspath(data)
-        intensity = read_intensity(source, dataset=d.get("dataset"))
-    elif "simulate" in d:
+        intensity = read_intensity(source, dataset=d.dataset)
+    elif d.simulate is not None:
         from cdi_plugins.physics.simulate import simulate_crystal
-        sim = simulate_crystal(**d["simulate"])
+        sim = simulate_crystal(**d.simulate)
         intensity, truth, source = sim["intensity"], sim["truth"], "simulated crystal"
         metadata = dict(sim.get("metadata") or {})
     else:
-        source = plan.data_path("path")
-        intensity = read_intensity(source, dataset=d.get("dataset"))
+        source = d.resolved("path")
+        intensity = read_intensity(source, dataset=d.dataset)
     mask = None
-    if d.get("mask"):
-        mpath = plan.data_path("mask")
-        mask = read_array(mpath, dataset=d.get("mask_dataset"))
+    if d.mask:
+        mpath = d.resolved("mask")
+        mask = read_array(mpath, dataset=d.mask_dataset)
         if mask.shape != np.shape(intensity):
             raise CDIError(f"mask shape {mask.shape} does not match the data shape {np.shape(intensity)}", mpath)
         if mask.all():
@@ -76,7 +76,7 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
         if np.issubdtype(mask.dtype, np.floating) and not np.isfinite(mask).all():
             raise CDIError("the mask holds NaN or infinite values", mpath)
         mask = mask != 0
-    options = d.get("prepare")
+    options = d.prepare
     if not is_noop(options):
         if truth is not None:
             raise CDIError("data.prepare works on measured data; a simulated crystal is already prepared "
@@ -86,7 +86,7 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
     if plan.geometry is not None:
         metadata["geometry"] = dict(plan.geometry)
     problem = Problem.from_array(intensity, mask, metadata=metadata, truth=truth,
-                                 free_fraction=d.get("free_fraction", 0.0), seed=plan.seed, source=source)
+                                 free_fraction=d.free_fraction, seed=plan.seed, source=source)
     problem.metadata["oversampling_estimate"] = list(oversampling_estimate(problem.intensity, problem.mask))
     return problem
 

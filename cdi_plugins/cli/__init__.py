@@ -49,10 +49,9 @@ def _out_paths(args, rec, data_paths):
         name = plan.name if dpath is None else (
             os.path.splitext(os.path.basename(dpath))[0] + ("" if len(rec[dpath].datasets) == 1 else f"_{plan.name}"))
         stem = os.path.splitext(os.path.basename(plan.source))[0] if plan.source != "<recipe>" else "recipe"
-        path = expand(args.out or plan.output.get("path") or "{recipe}_{dataset}.cxi", name, stem, ".cxi")
-        extra = {key: expand(plan.output[key], name, stem, f".{key}")
-                 for key in ("png", "vti") if plan.output.get(key)}
-        overwrite = args.overwrite or bool(plan.output.get("overwrite", False))
+        path = expand(args.out or plan.output.path or "{recipe}_{dataset}.cxi", name, stem, ".cxi")
+        extra = {key: expand(template, name, stem, f".{key}") for key, template in plan.output.reports().items()}
+        overwrite = args.overwrite or plan.output.overwrite
         out.append((plan, dpath, path, overwrite, extra))
     paths = [p for _, _, p, _, _ in out] + [p for *_, extra in out for p in extra.values()]
     if len(set(paths)) != len(paths):
@@ -183,14 +182,14 @@ def cmd_run(args) -> int:
     rec = {d: load_recipe(args.recipe, overrides=overrides, data=d) for d in data_paths}
     jobs = _out_paths(args, rec, data_paths)
     for plan, dpath, path, overwrite, extra in jobs:  # fail on an unwritable output before computing anything
-        protect = [p for p in (dpath, plan.data_path("path"), plan.data_path("mask")) if p]
+        protect = [p for p in (dpath, plan.data.resolved("path"), plan.data.resolved("mask")) if p]
         for p in (path, *extra.values()):
             check_writable(p, overwrite=overwrite, protect=protect)
         cdir = _cohere_dir(plan, dpath, len(jobs))
         if cdir and os.path.lexists(cdir) and not overwrite:
             raise CDIError("exists; pass --overwrite to replace it", cdir)
     for plan, dpath, path, overwrite, extra in jobs:
-        protect = [p for p in (dpath, plan.data_path("path"), plan.data_path("mask")) if p]
+        protect = [p for p in (dpath, plan.data.resolved("path"), plan.data.resolved("mask")) if p]
         problem = build_problem(plan, dpath)
         result, wall = _run_with_progress(plan, problem, plan.name, quiet=args.quiet)
         save(result, path, overwrite=overwrite)
@@ -208,7 +207,7 @@ def cmd_run(args) -> int:
 
 def _cohere_dir(plan, dpath, njobs):
     """output.cohere_dir for this run ({dataset} replaced; made unique when several runs share it)."""
-    template = plan.output.get("cohere_dir")
+    template = plan.output.cohere_dir
     if not template:
         return None
     name = plan.name if dpath is None else os.path.splitext(os.path.basename(dpath))[0]
@@ -229,7 +228,7 @@ def cmd_validate(args) -> int:
             for s in plan.steps:  # compress runs of the same algorithm for a readable line
                 label = s.name if not s.iterations else f"{s.iterations}*{s.name}"
                 names.append(label)
-            src = d or (plan.data_path("path") or "simulated crystal")
+            src = d or (plan.data.resolved("path") or "simulated crystal")
             print(f"ok: {rec.source} dataset '{plan.name}' ({src}): {len(plan.steps)} steps, "
                   f"{plan.iterations} iterations, backend {plan.backend}")
             if args.list_steps or args.verbose:
@@ -406,8 +405,8 @@ def _compare_recipes(args) -> int:
     if data is None:  # without --data every recipe must describe the same measurement
         ref = plans[0][1]
         for path, plan in plans[1:]:
-            same = (plan.data.get("simulate") == ref.data.get("simulate")
-                    and plan.data_path("path") == ref.data_path("path"))
+            same = (plan.data.simulate == ref.data.simulate
+                    and plan.data.resolved("path") == ref.data.resolved("path"))
             if not same:
                 raise CDIError(f"this recipe's data differs from {plans[0][0]}'s; pass --data PATH "
                                "to run every recipe on the same data", path)

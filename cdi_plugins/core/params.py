@@ -49,6 +49,16 @@ class Param:
         Allowed values for a ``str`` parameter.
     nullable : bool
         Whether ``null`` is accepted.
+    strict : bool
+        For ``int``: accept only Python integers, not ``2.0`` nor NumPy
+        scalars (the recipe's own settings, such as ``seed`` and ``runs``).
+    accept : callable, optional
+        A further rule, checked after the type and the bounds: a value for which
+        ``accept(value)`` is false is rejected (e.g. a file name's suffix).
+    message : str, optional
+        The error text for every rejected value, instead of the generic texts;
+        ``str.format`` fields: ``name``, ``value`` (write ``{value!r}``) and
+        ``suggest`` (the closest of *choices*, as :func:`suggest` writes it).
     """
 
     name: str
@@ -61,6 +71,9 @@ class Param:
     high_open: bool = False
     choices: Sequence[str] | None = None
     nullable: bool = False
+    strict: bool = False
+    accept: Callable[[Any], bool] | None = None
+    message: str | None = None
 
     def __post_init__(self):
         if self.type not in _TYPES:
@@ -80,6 +93,15 @@ class Param:
 
     def check(self, value: Any, where: str) -> Any:
         """Return *value* converted to this parameter's type or raise CDIError at *where*."""
+        if self.message is None:
+            return self._check(value, where)
+        try:
+            return self._check(value, where)
+        except CDIError:
+            hint = suggest(str(value), self.choices) if self.choices else ""
+            raise CDIError(self.message.format(name=self.name, value=value, suggest=hint), where) from None
+
+    def _check(self, value: Any, where: str) -> Any:
         if value is None:
             if self.nullable:
                 return None
@@ -90,8 +112,9 @@ class Param:
                 raise CDIError(f"'{self.name}' must be true or false, got {value!r}", where)
         elif t == "int":
             # numbers.Integral/Real also admit NumPy scalars (np.int64 from a loop); bool never counts
-            if isinstance(value, bool) or not (isinstance(value, numbers.Integral) or (
-                    isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())):
+            if isinstance(value, bool) or not (isinstance(value, int) if self.strict else (
+                    isinstance(value, numbers.Integral) or (
+                    isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer()))):
                 raise CDIError(f"'{self.name}' must be an integer, got {value!r}", where)
             value = int(value)
         elif t == "float":
@@ -116,6 +139,8 @@ class Param:
                    or (self.high is not None and (value > self.high or (self.high_open and value == self.high))))
             if bad:
                 raise CDIError(f"'{self.name}' = {value!r} is out of range {self.range_text}", where)
+        if self.accept is not None and not self.accept(value):
+            raise CDIError(f"'{self.name}' = {value!r} is not accepted", where)
         return value
 
     def schema(self) -> dict:

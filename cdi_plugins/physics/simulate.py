@@ -22,13 +22,24 @@ import numbers
 import numpy as np
 import scipy.fft
 
+from cdi_plugins.core.params import Param, ParamModel
 from cdi_plugins.errors import CDIError
 
-__all__ = ["simulate_crystal"]
+__all__ = ["SIMULATE", "simulate_crystal"]
 
 _MIN_N, _MAX_N = 16, 1024
 _MAX_COUNTS = 1e18          # numpy's Poisson sampler refuses larger means
 _EDGE = 0.5                 # half-width (pixels) of the linear amplitude ramp
+
+SIMULATE = ParamModel([
+    Param("shape", "int", 64, "array size per axis", low=_MIN_N, high=_MAX_N),
+    Param("seed", "int", 0, "random seed of the crystal and its noise", low=0),
+    Param("counts", "float", 1e8, "total photon count", low=0, low_open=True),
+    Param("noise", "bool", True, "apply Poisson noise"),
+    Param("phase_amplitude", "float", 1.0, "peak-to-peak phase of the strain field (rad)", low=0),
+    Param("oversampling_min", "float", 2.2, "minimum oversampling per axis", low=1.5),
+])
+"""A recipe's ``data.simulate``: the :func:`simulate_crystal` arguments it may set."""
 
 
 # --------------------------------------------------------------------------- validation
