@@ -1,7 +1,12 @@
-"""Run a validated recipe: build the Problem, run the steps in order over one State."""
+"""Run a validated recipe: build the Problem, run the steps in order over one State, write what ``output:`` asks.
+
+The API functions (:func:`run`, :func:`run_all`, :func:`compare`) and ``cdi run`` / ``cdi compare`` share
+this module: a recipe's ``output:`` section is honoured the same way by both (:class:`Job`), every output is
+checked before anything is computed, and no output replaces a file the run reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import logging
 import os
@@ -13,12 +18,14 @@ import yaml
 
 from cdi_plugins.compute.backend import get_backend
 from cdi_plugins.errors import CDIError
-from cdi_plugins.physics.prepare import is_noop, oversampling_estimate, prepare
+from cdi_plugins.compute.fourier import oversampling
+from cdi_plugins.physics.prepare import is_noop, prepare
 from cdi_plugins.recipe import DatasetPlan, Recipe, load_recipe
 from cdi_plugins.core.result import Result
 from cdi_plugins.core.state import Context, Problem, State
 
-__all__ = ["run", "run_all", "build_problem", "run_plan", "versions"]
+__all__ = ["run", "run_all", "compare", "Comparison", "Job", "plan_jobs", "check_outputs", "write_outputs",
+           "build_problem", "run_plan", "versions", "save", "load"]
 
 log = logging.getLogger("cdi_plugins")
 
@@ -87,7 +94,7 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
         metadata["geometry"] = dict(plan.geometry)
     problem = Problem.from_array(intensity, mask, metadata=metadata, truth=truth,
                                  free_fraction=d.free_fraction, seed=plan.seed, source=source)
-    problem.metadata["oversampling_estimate"] = list(oversampling_estimate(problem.intensity, problem.mask))
+    problem.metadata["oversampling_estimate"] = list(oversampling(problem.intensity, problem.mask, preset="blob"))
     return problem
 
 
@@ -194,8 +201,204 @@ def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
                   dataset=plan.name, versions=versions())
 
 
+# ------------------------------------------------------------------------------------------ outputs
+
+
+@dataclasses.dataclass
+class Job:
+    """One dataset run and the files it writes.
+
+    Attributes
+    ----------
+    plan : DatasetPlan
+    data : str or None
+        A data file replacing the recipe's (``cdi run --data``), or None.
+    cxi : str or None
+        The result file, or None when none is asked for.
+    reports : dict
+        ``{"png" | "vti" | "html": path}`` of the pictures and pages asked for.
+    cohere_dir : str or None
+        A cohere ``results_phasing`` folder to write, or None.
+    overwrite : bool
+    """
+
+    plan: DatasetPlan
+    data: str | None
+    cxi: str | None
+    reports: dict
+    cohere_dir: str | None
+    overwrite: bool
+
+    @property
+    def outputs(self) -> list[str]:
+        return [p for p in (self.cxi, *self.reports.values()) if p]
+
+    @property
+    def inputs(self) -> list[str]:
+        """Every file this run reads that exists now: data, mask, the recipe, files named by step parameters
+        that read files (weights, results folders)."""
+        plan = self.plan
+        found = [self.data, plan.data.resolved("path"), plan.data.resolved("mask")]
+        if plan.source != "<recipe>":
+            found.append(plan.source)
+        for step in plan.steps:
+            for param in step.algorithm.params.params.values():
+                value = step.params.get(param.name)
+                if getattr(param, "reads_file", False) and isinstance(value, str):
+                    found.append(os.path.expanduser(value))
+        return [p for p in found if p and p != "<array>" and os.path.exists(p)]
+
+
+def plan_jobs(rec: Recipe | dict, *, dataset: str | None = None, out: str | None = None,
+              overwrite: bool = False, default_out: str | None = None) -> list[Job]:
+    """The jobs of a loaded recipe (``{data path or None: Recipe}`` for several data files), output paths expanded.
+
+    ``{dataset}`` and ``{recipe}`` in a template are replaced; several runs sharing a template without
+    ``{dataset}`` get the dataset name appended.  *out* replaces ``output.path``; *default_out* is used when
+    neither is given (``cdi run`` writes ``{recipe}_{dataset}.cxi``; the API writes nothing then).
+    """
+    recs = rec if isinstance(rec, dict) else {None: rec}
+    pairs = [(plan, d) for d, r in recs.items() for plan in r.datasets if not dataset or plan.name == dataset]
+    if dataset and not pairs:
+        from cdi_plugins.core.params import suggest
+        names = [p.name for r in recs.values() for p in r.datasets]
+        raise CDIError(f"no dataset named '{dataset}'{suggest(dataset, names)}", "--dataset")
+    multiple = len(pairs) > 1
+
+    def expand(template, name, stem, ext):
+        path = template.replace("{dataset}", name).replace("{recipe}", stem)
+        if multiple and "{dataset}" not in template:
+            root, e = os.path.splitext(path)
+            path = f"{root}_{name}{e or ext}"
+        return path
+
+    jobs = []
+    for plan, d in pairs:
+        name = plan.name if d is None else (
+            os.path.splitext(os.path.basename(d))[0] + ("" if len(recs[d].datasets) == 1 else f"_{plan.name}"))
+        stem = os.path.splitext(os.path.basename(plan.source))[0] if plan.source != "<recipe>" else "recipe"
+        template = out or plan.output.path or default_out
+        cdir = plan.output.cohere_dir
+        if cdir:
+            cdir = cdir.replace("{dataset}", name)
+            if multiple and "{dataset}" not in plan.output.cohere_dir:
+                cdir = f"{cdir.rstrip('/')}_{name}"
+        jobs.append(Job(plan=plan, data=d, cxi=expand(template, name, stem, ".cxi") if template else None,
+                        reports={k: expand(t, name, stem, f".{k}") for k, t in plan.output.reports().items()},
+                        cohere_dir=cdir, overwrite=overwrite or plan.output.overwrite))
+    paths = [p for j in jobs for p in j.outputs]
+    if len(set(paths)) != len(paths):
+        raise CDIError("several runs would write the same output file; put {dataset} in --out or output.path "
+                       "(and output.png, output.vti, output.html)")
+    return jobs
+
+
+def check_outputs(jobs: list[Job]) -> None:
+    """Every check on every output, before anything is computed or written: writable, not existing unless
+    overwriting, and never a file any of the runs reads."""
+    from cdi_plugins.io.atomic import check_writable
+    reads = [p for j in jobs for p in j.inputs]
+    for job in jobs:
+        for path in job.outputs:
+            check_writable(path, overwrite=job.overwrite, protect=reads)
+        if job.cohere_dir:
+            if os.path.lexists(job.cohere_dir) and not job.overwrite:
+                raise CDIError("exists; pass --overwrite to replace it", job.cohere_dir)
+            for p in reads:
+                if os.path.isdir(p) and os.path.realpath(p) == os.path.realpath(job.cohere_dir):
+                    raise CDIError(f"refusing to write into the input folder {p}; choose another output.cohere_dir",
+                                   job.cohere_dir)
+
+
+def write_outputs(result: Result, job: Job) -> list[str]:
+    """Write what *job* asks for; returns the paths written (folders end with ``/``)."""
+    written = []
+    protect = job.inputs
+    if job.cxi:
+        save(result, job.cxi, overwrite=job.overwrite, protect=protect)
+        written.append(job.cxi)
+    if job.reports:
+        from cdi_plugins.report import report
+        report(result, png=job.reports.get("png"), vti=job.reports.get("vti"), html=job.reports.get("html"),
+               overwrite=job.overwrite, protect=protect)
+        written += list(job.reports.values())
+    if job.cohere_dir:
+        from cdi_plugins.io.cohere import write_cohere_results
+        write_cohere_results(result, job.cohere_dir, overwrite=job.overwrite)
+        written.append(job.cohere_dir.rstrip("/") + "/")
+    return written
+
+
+def save(result: Result, path, *, overwrite: bool = False, protect=()) -> None:
+    """Write *result* as a CXI (HDF5) file, atomically.
+
+    Refuses to overwrite an existing file unless *overwrite*, and never overwrites the file the data was
+    read from (nor any of *protect*).
+    """
+    from cdi_plugins.io import write_cxi
+    source = (result.metadata or {}).get("source")
+    keep = [*protect, *((source,) if source and os.path.exists(str(source)) else ())]
+    write_cxi(result, path, overwrite=overwrite, protect=keep)
+
+
+def load(path) -> Result:
+    """Read a result written by :func:`save` (or ``cdi run``)."""
+    from cdi_plugins.io import load_cxi
+    return load_cxi(path)
+
+
+def check_plan(plan: DatasetPlan, data: str | None = None) -> list[str]:
+    """Everything about one dataset that can be checked without computing (what ``cdi validate`` adds to the
+    recipe's own validation): the data file's header (3-D, real numbers), the mask's shape, the preparation's
+    regions against the data's shape, and the outputs the recipe asks for against every file the run reads.
+    Reads headers only, writes nothing.  Returns lines describing the data; raises CDIError naming the file or
+    the recipe location.
+    """
+    from types import SimpleNamespace
+
+    from cdi_plugins.io import read_header
+    from cdi_plugins.io.atomic import same_file
+    from cdi_plugins.physics.prepare import check_regions
+    notes = []
+    path = data or plan.data.resolved("path")
+    if path and path != "<array>":
+        shape, dtype = read_header(path, dataset=plan.data.dataset)
+        if len(shape) != 3:
+            raise CDIError(f"expected a 3-D intensity array, got {len(shape)}-D with shape {tuple(shape)}", path)
+        if dtype.kind not in "iuf":
+            raise CDIError(f"intensity must be real numbers, got dtype {dtype} with shape {tuple(shape)}", path)
+        size = f", {os.path.getsize(path) / 1e6:.1f} MB" if os.path.isfile(path) else ""
+        notes.append(f"data: {'x'.join(map(str, shape))} {dtype}{size}")
+        mask = plan.data.resolved("mask")
+        if mask:
+            mshape, _ = read_header(mask, dataset=plan.data.mask_dataset)
+            if tuple(mshape) != tuple(shape):
+                raise CDIError(f"mask shape {tuple(mshape)} does not match the data shape {tuple(shape)}", mask)
+        if plan.data.prepare:
+            check_regions(plan.data.prepare, shape, plan.prepare_where, plan.source)
+    elif plan.data.simulate:
+        n = plan.data.simulate["shape"]
+        notes.append(f"data: a simulated crystal, {n}x{n}x{n}")
+    job = plan_jobs({data: SimpleNamespace(datasets=[plan])}, default_out=None)[0]
+    for out in job.outputs:
+        for read in job.inputs:
+            if same_file(os.path.abspath(out), os.path.abspath(read)):
+                raise CDIError(f"the run reads this file; an output must not replace it ({read})", out)
+    written = job.outputs + ([job.cohere_dir.rstrip("/") + "/"] if job.cohere_dir else [])
+    if written:
+        notes.append("writes: " + ", ".join(written))
+    return notes
+
+
+def _recipe_text(plan: DatasetPlan) -> str:
+    return yaml.safe_dump(plan.doc, sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------------ the API
+
+
 def run(recipe, data: Any = None, *, dataset: str | None = None, overrides=(),
-        progress: Callable[..., None] | None = None) -> Result:
+        progress: Callable[..., None] | None = None, write: bool = True) -> Result:
     """Run a recipe on one dataset and return the :class:`Result`.
 
     Parameters
@@ -210,6 +413,9 @@ def run(recipe, data: Any = None, *, dataset: str | None = None, overrides=(),
         Dotted-path overrides, as ``cdi run --set``.
     progress : callable, optional
         Receives ``progress(step=, algorithm=, iteration=, total=, chi2=)`` events.
+    write : bool, default True
+        Write what the recipe's ``output:`` section asks for (result file, pictures, web page, cohere
+        folder), exactly as ``cdi run`` does; checked before anything is computed.
 
     Returns
     -------
@@ -218,23 +424,109 @@ def run(recipe, data: Any = None, *, dataset: str | None = None, overrides=(),
     Raises
     ------
     CDIError
-        For anything wrong with the recipe or the data, before computing.
+        For anything wrong with the recipe, the data or the outputs, before computing.
     """
+    from cdi_plugins.io.atomic import input_scope
     data_path = None
     if data is not None:
         data_path = os.path.abspath(os.fspath(data)) if isinstance(data, (str, os.PathLike)) else "<array>"
-    rec: Recipe = load_recipe(recipe, overrides=list(overrides), data=data_path)
-    plan = rec.dataset(dataset)
-    problem = build_problem(plan, data)
-    return run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False), progress=progress)
+    with input_scope():
+        rec: Recipe = load_recipe(recipe, overrides=list(overrides), data=data_path)
+        plan = rec.dataset(dataset)
+        job = plan_jobs(rec, dataset=plan.name)[0] if write and plan.output.wanted else None
+        if job is not None:
+            check_outputs([job])
+        problem = build_problem(plan, data)
+        result = run_plan(plan, problem, recipe_text=_recipe_text(plan), progress=progress)
+        if job is not None:
+            write_outputs(result, job)
+    return result
 
 
-def run_all(recipe, *, overrides=(), progress=None) -> dict[str, Result]:
-    """Run every dataset of a recipe; returns ``{dataset name: Result}``."""
-    rec = load_recipe(recipe, overrides=list(overrides))
-    out = {}
-    for plan in rec.datasets:
-        problem = build_problem(plan)
-        out[plan.name] = run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False),
-                                  progress=progress)
+def run_all(recipe, *, overrides=(), progress=None, write: bool = True) -> dict[str, Result]:
+    """Run every dataset of a recipe; returns ``{dataset name: Result}``.  With *write*, each dataset's
+    ``output:`` is written as :func:`run` does (all outputs are checked before the first dataset runs)."""
+    from cdi_plugins.io.atomic import input_scope
+    with input_scope():
+        rec = load_recipe(recipe, overrides=list(overrides))
+        jobs = {j.plan.name: j for j in plan_jobs(rec)} if write else {}
+        jobs = {name: j for name, j in jobs.items() if j.plan.output.wanted}
+        check_outputs(list(jobs.values()))
+        out = {}
+        for plan in rec.datasets:
+            problem = build_problem(plan)
+            out[plan.name] = run_plan(plan, problem, recipe_text=_recipe_text(plan), progress=progress)
+            if plan.name in jobs:
+                write_outputs(out[plan.name], jobs[plan.name])
     return out
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Several recipes run on the same data (:func:`compare`).
+
+    Attributes
+    ----------
+    problem : Problem
+        The data every recipe ran on.
+    results : dict
+        ``{label: Result}`` in the order given; ``result.metadata["wall_seconds"]`` is each run's wall time.
+    """
+
+    problem: Problem
+    results: dict
+
+    @property
+    def has_truth(self) -> bool:
+        return self.problem.truth is not None
+
+
+def compare(recipes, *, data: Any = None, overrides=(), progress_for: Callable[[str, DatasetPlan], Any] | None = None
+            ) -> Comparison:
+    """Run several recipes (one dataset each) on the same data, for a side-by-side comparison.
+
+    Parameters
+    ----------
+    recipes : list of str or path
+        Recipe files; their labels are the file stems (the path when two stems collide).
+    data : str or path, optional
+        The data every recipe runs on; without it every recipe must describe the same measurement.
+    overrides : list of (key, value)
+        Applied to every recipe, as ``cdi compare --set``.
+    progress_for : callable, optional
+        ``progress_for(label, plan)`` returns a progress callback (and may have a ``close()``) per run.
+
+    Raises
+    ------
+    CDIError
+        Naming the recipe, when one has several datasets or (without *data*) describes other data.
+    """
+    data = os.path.abspath(os.fspath(data)) if data is not None else None
+    plans = []
+    for path in recipes:
+        rec = load_recipe(path, overrides=list(overrides), data=data)
+        if len(rec.datasets) != 1:
+            raise CDIError("compare runs recipes with one dataset; pass --data to choose the data", path)
+        plans.append((path, rec.datasets[0]))
+    if data is None:  # without --data every recipe must describe the same measurement
+        ref = plans[0][1]
+        for path, plan in plans[1:]:
+            if plan.data.simulate != ref.data.simulate or plan.data.resolved("path") != ref.data.resolved("path"):
+                raise CDIError(f"this recipe's data differs from {plans[0][0]}'s; pass --data PATH "
+                               "to run every recipe on the same data", path)
+    problem = build_problem(plans[0][1], data)
+    results = {}
+    for path, plan in plans:
+        label = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+        if label in results:
+            label = os.fspath(path)
+        bar = progress_for(label, plan) if progress_for else None
+        t0 = time.perf_counter()
+        try:
+            res = run_plan(plan, problem, recipe_text=_recipe_text(plan), progress=bar)
+        finally:
+            if bar is not None and hasattr(bar, "close"):
+                bar.close()
+        res.metadata["wall_seconds"] = time.perf_counter() - t0
+        results[label] = res
+    return Comparison(problem=problem, results=results)

@@ -131,6 +131,31 @@ def test_existing_output_is_checked_before_computing(work, capsys):
     assert not (work / "res_a.cxi").exists()      # nothing was computed or written
 
 
+def test_output_onto_the_recipe_itself_is_refused(work, capsys):
+    before = (work / "r.yaml").read_bytes()
+    rc, out, err = cdi(capsys, "run", "r.yaml", "--out", "r.yaml", "--overwrite")
+    assert_one_line_error(rc, out, err, "r.yaml", "refusing to overwrite the input file")
+    assert (work / "r.yaml").read_bytes() == before
+
+
+def test_output_onto_the_weights_a_step_loads_is_refused_before_computing(work, capsys):
+    from cdi_plugins.algorithms.nn.network import builtin_weights
+    import shutil
+    shutil.copy(builtin_weights()["au32_w025_ft"], work / "w.pt")
+    before = (work / "w.pt").read_bytes()
+    (work / "nn.yaml").write_text("data: {simulate: {shape: 32}}\nthreads: 1\n"
+                                  "steps: [{algorithm: nn, weights: w.pt}, {algorithm: er, iterations: 5}]\n")
+    events = []
+    import cdi_plugins.pipeline as pipeline
+    real = pipeline.build_problem
+    pipeline_build = lambda *a, **k: events.append("computing") or real(*a, **k)   # noqa: E731
+    import unittest.mock
+    with unittest.mock.patch.object(pipeline, "build_problem", pipeline_build):
+        rc, out, err = cdi(capsys, "run", "nn.yaml", "--out", "w.pt", "--overwrite")
+    assert_one_line_error(rc, out, err, "w.pt", "refusing to overwrite the input file")
+    assert events == [] and (work / "w.pt").read_bytes() == before
+
+
 @pytest.mark.parametrize("how", ["--data", "recipe"])
 def test_output_onto_the_input_is_refused(work, capsys, how):
     before = (work / "a.npy").read_bytes()
@@ -317,3 +342,15 @@ def test_global_verbose_flag_reaches_every_command(work, capsys):
     assert build_parser().parse_args(["validate", "r.yaml"]).verbose is False
     rc, out, err = cdi(capsys, "-v", "validate", "r.yaml")
     assert rc == 0 and "5*er + 5*hio + 5*er" in out
+
+
+def test_validate_checks_the_data_header_regions_and_outputs_without_computing(work, capsys):
+    (work / "g.yaml").write_text("data: {path: a.npy, prepare: {gaps: [':, 40:44, :']}}\nsteps: 5*ER\n")
+    rc, out, err = cdi(capsys, "validate", "g.yaml")
+    assert_one_line_error(rc, out, err, "g.yaml:1: data.prepare.gaps", "index 40 is outside axis 1, which has 32")
+    (work / "o.yaml").write_text("data: {path: a.npy}\nsteps: 5*ER\noutput: {path: a.npy, overwrite: true}\n")
+    rc, out, err = cdi(capsys, "validate", "o.yaml")
+    assert_one_line_error(rc, out, err, "a.npy: the run reads this file; an output must not replace it")
+    rc, out, err = cdi(capsys, "validate", "r.yaml", "--data", "b.npy")
+    assert rc == 0 and "data: 32x32x32 float32" in out
+    assert sorted(p.name for p in work.iterdir()) == ["a.npy", "b.npy", "g.yaml", "o.yaml", "r.yaml"]  # wrote nothing

@@ -275,3 +275,71 @@ def test_average_of_the_best_runs():
 def test_average_needs_enough_runs():
     with pytest.raises(CDIError, match=r"average = 3 needs at least as many runs \(runs = 2\)"):
         cdi_plugins.run(recipe(runs=2, average=3))
+
+
+# --------------------------------------------------------------------------- outputs, as cdi run writes them
+
+
+def test_run_writes_what_the_recipe_output_asks_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = recipe("5*ER", output={"path": "out/{dataset}.cxi", "png": "out/{dataset}.png", "html": "out/x.html"},
+               name="tiny")
+    (tmp_path / "out").mkdir()
+    res = cdi_plugins.run(r)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tiny.cxi", "tiny.png", "x.html"]
+    assert cdi_plugins.load(tmp_path / "out" / "tiny.cxi").chi2 == pytest.approx(res.chi2)
+    # existing outputs are refused before anything is computed (no progress event at all)
+    events = []
+    with pytest.raises(CDIError, match="tiny.cxi: exists; pass --overwrite"):
+        cdi_plugins.run(r, progress=lambda **e: events.append(e))
+    assert events == []
+    # write=False: the result only, as before
+    cdi_plugins.run(r, write=False)
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+def test_run_all_checks_every_output_before_the_first_dataset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = {**recipe("3*ER"), "output": {"path": "{dataset}.cxi"},
+         "datasets": [{"name": "a"}, {"name": "b"}]}
+    (tmp_path / "b.cxi").write_text("mine")
+    with pytest.raises(CDIError, match="b.cxi: exists"):
+        cdi_plugins.run_all(r)
+    assert not (tmp_path / "a.cxi").exists()
+    assert (tmp_path / "b.cxi").read_text() == "mine"
+
+
+def test_compare_is_an_api_function(tmp_path):
+    a, b = tmp_path / "er.yaml", tmp_path / "hio.yaml"
+    a.write_text("data: {simulate: {shape: 32}}\nthreads: 1\nsteps: 20*ER\n")
+    b.write_text("data: {simulate: {shape: 32}}\nthreads: 1\nsteps: 10*HIO+10*ER\n")
+    table = cdi_plugins.compare([a, b])
+    assert list(table.results) == ["er", "hio"] and table.has_truth
+    assert all(r.iterations == 20 and r.metadata["wall_seconds"] > 0 for r in table.results.values())
+    assert table.problem.shape == (32, 32, 32)
+    c = tmp_path / "other.yaml"
+    c.write_text("data: {simulate: {shape: 32, seed: 9}}\nsteps: 20*ER\n")
+    with pytest.raises(CDIError, match="other.yaml: this recipe's data differs"):
+        cdi_plugins.compare([a, c])
+
+
+def test_check_plan_reads_headers_only_and_finds_what_run_would_refuse(tmp_path):
+    from cdi_plugins.pipeline import check_plan
+    from cdi_plugins.recipe import load_recipe
+    np.save(tmp_path / "d.npy", simulate_crystal(32, seed=1)["intensity"])
+    np.save(tmp_path / "m.npy", np.zeros((32, 32, 30), bool))
+    base = "data: {path: d.npy%s}\nsteps: 5*ER\n"
+    (tmp_path / "ok.yaml").write_text(base % "" + "output: {path: r.cxi}\n")
+    notes = check_plan(load_recipe(str(tmp_path / "ok.yaml")).dataset())
+    assert notes == ["data: 32x32x32 float32, 0.1 MB", "writes: r.cxi"]
+    cases = {
+        ", prepare: {gaps: [':, 40:44, :']}": r"data.prepare.gaps: region ':, 40:44, :': index 40 is outside axis 1",
+        ", mask: m.npy": r"m.npy: mask shape \(32, 32, 30\) does not match the data shape \(32, 32, 32\)",
+    }
+    for extra, message in cases.items():
+        (tmp_path / "bad.yaml").write_text(base % extra)
+        with pytest.raises(CDIError, match=message):
+            check_plan(load_recipe(str(tmp_path / "bad.yaml")).dataset())
+    (tmp_path / "over.yaml").write_text(base % "" + f"output: {{path: {tmp_path / 'd.npy'}}}\n")
+    with pytest.raises(CDIError, match="d.npy: the run reads this file; an output must not replace it"):
+        check_plan(load_recipe(str(tmp_path / "over.yaml")).dataset())

@@ -13,7 +13,8 @@ from cdi_plugins import CDIError
 from cdi_plugins.cli import main
 from cdi_plugins.io import read_intensity
 from cdi_plugins.pipeline import build_problem
-from cdi_plugins.physics.prepare import fft_friendly, oversampling_estimate, parse_region, prepare, validate_prepare
+from cdi_plugins.compute.fourier import oversampling
+from cdi_plugins.physics.prepare import fft_friendly, parse_region, prepare, validate_prepare
 from cdi_plugins.recipe import load_recipe
 from cdi_plugins.physics.simulate import simulate_crystal
 
@@ -91,8 +92,8 @@ def test_binning_sums_blocks_and_masks_blocks_with_a_bad_pixel(pattern):
     assert m[0, 0, 0] and m.sum() == 1
     assert out[16, 8, 8] == pytest.approx(float(intensity[16, 16:18, 16:18].sum()))
     # binning by 2 halves the oversampling along those axes: below 2, the estimate says so
-    os_in = oversampling_estimate(intensity)
-    os_out = oversampling_estimate(out)
+    os_in = oversampling(intensity)
+    os_out = oversampling(out)
     assert os_out[0] == pytest.approx(os_in[0], rel=0.15)
     assert os_in[1] > 2.5 and os_out[1] < 2 and os_out[2] < 2
     # an axis that does not divide loses its remainder evenly from both ends
@@ -142,10 +143,10 @@ def test_region_syntax():
 
 def test_oversampling_estimate_is_close_to_the_truth(pattern):
     intensity, meta = pattern
-    est = oversampling_estimate(intensity)
+    est = oversampling(intensity)
     for e, t in zip(est, meta["oversampling"]):
         assert t * 0.95 <= e <= t * 1.25
-    assert oversampling_estimate(np.zeros((8, 8, 8))) != oversampling_estimate(intensity)
+    assert oversampling(np.zeros((8, 8, 8))) != oversampling(intensity)
 
 
 # --------------------------------------------------------------------------- recipes

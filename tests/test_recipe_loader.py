@@ -76,3 +76,19 @@ def test_file_level_errors(tmp_path):
     assert error(bad).startswith(f"{bad}: cannot read recipe")
     with pytest.raises(CDIError, match="a mapping key must be a plain value"):
         read_recipe("? [1, 2]\n: 3\n")
+
+
+def test_a_billion_laughs_recipe_is_refused_before_it_is_expanded(tmp_path):
+    lines_ = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lines_.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines_) + "\nsteps: 5*ER\n")
+    assert bomb.stat().st_size < 1000
+    with pytest.raises(CDIError, match=r"bomb.yaml:1: the YAML expands to [\d,]+ values through its aliases "
+                                       r"\(&anchor / \*alias\), more than the limit of 100,000"):
+        load_recipe(str(bomb))
+    # aliases themselves are fine
+    ok = "defaults: &d {beta: 0.8}\n"
+    with pytest.raises(CDIError, match="unknown key 'defaults'"):
+        load_recipe(ok + "data: {simulate: {shape: 32}}\nsteps: 5*ER\n")

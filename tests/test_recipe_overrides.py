@@ -73,3 +73,10 @@ def test_a_dataset_replaces_data_and_steps_and_merges_the_rest():
                       "params": {"hio": {"beta": 0.9}, "er": {"iterations": 3}},
                       "output": {"path": "a.cxi", "png": "a.png"}}
     assert base["params"] == {"hio": {"beta": 0.9}}                    # the base is not modified
+
+
+def test_a_bad_set_value_is_one_line():
+    with pytest.raises(CDIError) as e:
+        parse_set("params.hio.beta=[0.5,")
+    text = str(e.value)
+    assert "\n" not in text and text.startswith("--set params.hio.beta: value '[0.5,' is not valid YAML (")

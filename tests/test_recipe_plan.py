@@ -141,3 +141,22 @@ def test_outputspec_defaults_and_report_files():
     assert OutputSpec(png="a.png", vti="b.vti").reports() == {"png": "a.png", "vti": "b.vti"}
     # the effective recipe (stored with every result) keeps what the recipe wrote, without the defaults
     assert plan.doc["output"] == {"path": "r/{dataset}.cxi", "overwrite": True, "vti": "a.vti", "cohere_dir": "res"}
+
+
+@pytest.mark.parametrize("steps, message", [
+    ("[{repeat: 1000000000, steps: [{algorithm: er, iterations: 1}]}]",
+     r"<recipe>:\d+: steps\[0\].repeat: the steps expand to 1,000,000,000 steps, more than the limit of 10,000"),
+    ("[{repeat: 101, steps: [{repeat: 100, steps: [{algorithm: er, iterations: 1}]}]}]",
+     r"steps\[0\].repeat: the steps expand to 10,100 steps, more than the limit of 10,000"),
+    ("[{repeat: 1000, steps: '3000*ER+3000*HIO'}, '5000000*ER']",
+     r"steps: the steps ask for 11,000,000 iterations, more than the limit of 10,000,000 per run"),
+])
+def test_repeats_beyond_the_limits_are_refused_before_they_are_built(steps, message):
+    # repeat: 1000000000 used to build a billion step objects (a hang); now the size is computed first
+    with pytest.raises(CDIError, match=message):
+        load_recipe(f"data: {{simulate: {{shape: 32}}}}\nsteps: {steps}\n")
+
+
+def test_runs_beyond_the_limit_are_refused():
+    with pytest.raises(CDIError, match=r"runs: runs = 1,000,000 is more than the limit of 10,000"):
+        load_recipe("data: {simulate: {shape: 32}}\nruns: 1000000\nsteps: 5*ER\n")

@@ -79,7 +79,7 @@ def test_models_cover_the_section_keys():
     ("output.vti", "a.png", "output.vti must be a file name ending in .vti, got 'a.png'"),
     ("output.cohere_dir", "", "output.cohere_dir must be a folder name, got ''"),
     ("output.cohere_dir", 5, "output.cohere_dir must be a folder name, got 5"),
-    ("output.bogus", 1, "unknown key 'bogus'; allowed: path, overwrite, png, vti, cohere_dir"),
+    ("output.bogus", 1, "unknown key 'bogus'; allowed: path, overwrite, png, vti, html, cohere_dir"),
     ("output", 3, "output must be a mapping, got an integer"),
     ("data.dataset", 5, "data.dataset must be a string, got 5"),
     ("data.mask", 5, "data.mask must be a string, got 5"),

@@ -103,7 +103,7 @@ PARAMS = [
           choices=("np", "cp", "torch")),
     Param("device", "int", -1, "GPU id for cp/torch (-1: CPU)", low=-1),
     Param("continue_dir", "str", None, "start from a cohere results folder (image.npy, support.npy, "
-          "coherence.npy) instead of the incoming State / a random start", nullable=True),
+          "coherence.npy) instead of the incoming State / a random start", nullable=True, reads_file=True),
 ]
 
 # parameters that are ours, not config_rec keys

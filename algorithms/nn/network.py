@@ -30,6 +30,7 @@ import numpy as np
 
 from cdi_plugins.compute.metrics import twin
 from cdi_plugins.errors import CDIError
+from cdi_plugins.io.atomic import note_input
 
 __all__ = ["CDINN", "arch_hash", "twin_invariant_loss", "save_weights", "load_weights", "WEIGHTS_FORMAT",
            "builtin_weights", "twin_torch", "figures", "predict_batch", "resolve_device"]
@@ -221,6 +222,7 @@ def load_weights(name_or_path: str, device: str = "cpu"):
         names = ", ".join(known) or "none installed"
         raise CDIError(f"no such weights file or built-in name (built-in: {names})", str(name_or_path))
     try:
+        note_input(path)  # no output of this run may replace it (cdi_plugins.io.atomic)
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CDIError(f"cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})", path) from None

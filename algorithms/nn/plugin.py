@@ -28,7 +28,8 @@ from cdi_plugins.core import AlgorithmSpec, CDIError, Param, State, hookimpl
 DEFAULT_WEIGHTS = "au32_w025_ft"
 
 PARAMS = [
-    Param("weights", "str", DEFAULT_WEIGHTS, "built-in weights name or a .pt file written by `cdi train`"),
+    Param("weights", "str", DEFAULT_WEIGHTS, "built-in weights name or a .pt file written by `cdi train`",
+          reads_file=True),
     Param("device", "str", "auto", "where the network runs: auto (CUDA if available), cpu or cuda",
           choices=("auto", "cpu", "cuda")),
     Param("support_threshold", "float", 0.15,

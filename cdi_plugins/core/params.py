@@ -59,6 +59,10 @@ class Param:
         The error text for every rejected value, instead of the generic texts;
         ``str.format`` fields: ``name``, ``value`` (write ``{value!r}``) and
         ``suggest`` (the closest of *choices*, as :func:`suggest` writes it).
+    reads_file : bool
+        For ``str``: the value may name a file the step reads (weights, a checkpoint, a results folder).
+        When it names an existing file, no output of the run may be written over it, and this is
+        checked before anything is computed.
     """
 
     name: str
@@ -74,6 +78,7 @@ class Param:
     strict: bool = False
     accept: Callable[[Any], bool] | None = None
     message: str | None = None
+    reads_file: bool = False
 
     def __post_init__(self):
         if self.type not in _TYPES:

@@ -31,7 +31,7 @@ from typing import Iterable, Iterator
 
 from cdi_plugins.errors import CDIError
 
-__all__ = ["atomic_path", "check_writable", "input_scope", "note_input", "inputs"]
+__all__ = ["atomic_path", "check_writable", "input_scope", "note_input", "inputs", "same_file"]
 
 log = logging.getLogger("cdi_plugins.io")
 
@@ -60,7 +60,8 @@ def inputs() -> list[str]:
     return list(_INPUTS.get() or [])
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str, b: str) -> bool:
+    """Whether *a* and *b* are the same file: same device and inode, or the same resolved path."""
     try:
         if os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b):   # device and inode
             return True
@@ -146,7 +147,7 @@ def _checks(path, overwrite: bool, protect: Iterable) -> tuple[str, str]:
     for q in [*(protect or ()), *inputs()]:
         if q is None:
             continue
-        if _same_file(target, os.path.abspath(os.fspath(q))):
+        if same_file(target, os.path.abspath(os.fspath(q))):
             raise CDIError(f"refusing to overwrite the input file {os.fspath(q)}; "
                            "choose another output name", loc)
     if os.path.lexists(target) and not overwrite:

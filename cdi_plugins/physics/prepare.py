@@ -22,9 +22,9 @@ so you can copy them from the viewer you found the gap or the alien in.
 Pixels that a pad adds lie outside the measured range: they are masked, never
 constrained to zero.
 
-:func:`oversampling_estimate` gives the oversampling ratio per axis from the
-intensity autocorrelation (:func:`cdi_plugins.compute.fourier.oversampling`,
-preset ``"blob"``); :func:`cdi_plugins.pipeline.build_problem` stores it in
+The oversampling ratio per axis comes from the intensity autocorrelation
+(:func:`cdi_plugins.compute.fourier.oversampling`, preset ``"blob"``);
+:func:`cdi_plugins.pipeline.build_problem` stores it in
 ``Problem.metadata["oversampling_estimate"]`` and ``cdi run`` prints it.
 
 Every function returns new arrays; its inputs are never modified.
@@ -37,11 +37,11 @@ import re
 
 import numpy as np
 
-from cdi_plugins.compute.fourier import crop_pad, oversampling, window_slices
+from cdi_plugins.compute.fourier import crop_pad, window_slices
 from cdi_plugins.core.params import Param, ParamModel, suggest
 from cdi_plugins.errors import CDIError
 
-__all__ = ["PREPARE", "PREPARE_KEYS", "validate_prepare", "prepare", "oversampling_estimate",
+__all__ = ["PREPARE", "PREPARE_KEYS", "validate_prepare", "prepare",
            "fft_friendly", "parse_region", "check_regions"]
 
 PREPARE = ParamModel([
@@ -389,16 +389,3 @@ def prepare(intensity, mask=None, options: dict | None = None, *, where: dict | 
         raise CDIError("preparation masked every pixel; check saturation, gaps, aliens and hot_pixels",
                        where.get(None, source))
     return a.astype(np.float32, copy=False), m, report
-
-
-# --------------------------------------------------------------------------------------------
-# oversampling
-
-
-def oversampling_estimate(intensity, mask=None, *, threshold: float = 0.01) -> tuple[float, float, float]:
-    """What ``cdi run`` prints: :func:`cdi_plugins.compute.fourier.oversampling` with its ``"blob"`` preset.
-
-    Kept for :func:`cdi_plugins.pipeline.build_problem`, which stores it in
-    ``Problem.metadata["oversampling_estimate"]``; new code calls ``oversampling`` directly.
-    """
-    return oversampling(intensity, mask, preset="blob", threshold=threshold)

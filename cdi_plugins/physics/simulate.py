@@ -20,7 +20,6 @@ import math
 import numbers
 
 import numpy as np
-import scipy.fft
 
 from cdi_plugins.core.params import Param, ParamModel
 from cdi_plugins.errors import CDIError
@@ -248,6 +247,7 @@ def simulate_crystal(shape=64, *, size=None, phase_amplitude: float = 1.0, count
     >>> sim["intensity"].shape, sim["intensity"].dtype
     ((64, 64, 64), dtype('float32'))
     """
+    import scipy.fft
     dims = _check_shape(shape)
     counts = _check_real("counts", counts, low=0.0, low_open=True, high=_MAX_COUNTS)
     phase_amplitude = _check_real("phase_amplitude", phase_amplitude, low=0.0, high=math.pi)

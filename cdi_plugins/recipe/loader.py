@@ -13,7 +13,9 @@ import re
 
 import yaml
 
+from cdi_plugins.core.limits import MAX_YAML_VALUES
 from cdi_plugins.errors import CDIError
+from cdi_plugins.io.atomic import note_input
 
 __all__ = ["read_recipe"]
 
@@ -65,11 +67,42 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+def _expanded_size(root) -> tuple[int, object]:
+    """How many values the node graph *root* holds once its aliases are expanded, and the largest node.
+
+    Counted on the composed graph (each distinct node once, memoised), so a "billion laughs" recipe is
+    measured in microseconds and refused before anything is constructed.
+    """
+    sizes: dict = {}
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+        if done:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
 def _yaml_load(text: str, source: str):
     loader = _Loader(text)
     loader.cdi_source = source  # so that constructor errors can name the file
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node)
+        if size > MAX_YAML_VALUES:
+            raise CDIError(f"the YAML expands to {size:,} values through its aliases (&anchor / *alias), more than "
+                           f"the limit of {MAX_YAML_VALUES:,}", f"{source}:{node.start_mark.line + 1}")
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -138,6 +171,7 @@ def read_recipe(recipe) -> tuple:
                     text = fh.read()
             except (OSError, UnicodeDecodeError) as e:
                 raise CDIError(f"cannot read recipe: {e}", s) from None
+            note_input(s)  # no output of this run may replace it (cdi_plugins.io.atomic)
             source, base_dir = s, os.path.dirname(os.path.abspath(s))
         else:
             text, source, base_dir = s, "<recipe>", os.getcwd()

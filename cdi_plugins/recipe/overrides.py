@@ -6,10 +6,8 @@ import copy
 import re
 from typing import Any
 
-import yaml
-
 from cdi_plugins.errors import CDIError
-from cdi_plugins.recipe.loader import _Loader, _plain
+from cdi_plugins.recipe.loader import _plain, _yaml_load
 
 __all__ = ["parse_set", "apply_set"]
 
@@ -23,9 +21,9 @@ def parse_set(item: str) -> tuple[str, Any]:
     if not key:
         raise CDIError(f"--set expects KEY=VALUE, got {item!r}")
     try:
-        value = _plain(yaml.load(val, Loader=_Loader)) if val.strip() else None
-    except yaml.YAMLError as e:
-        raise CDIError(f"--set {key}: value {val!r} is not valid YAML: {e}") from None
+        value = _plain(_yaml_load(val, f"--set {key}")) if val.strip() else None
+    except CDIError as e:  # one line: the problem, not PyYAML's multi-line report
+        raise CDIError(f"--set {key}: value {val!r} is not valid YAML ({e.message})") from None
     return key, value
 
 

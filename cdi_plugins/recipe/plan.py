@@ -9,6 +9,7 @@ from typing import Any
 from cdi_plugins.core.params import suggest
 from cdi_plugins.core.registry import AlgorithmSpec, Registry, get_registry
 from cdi_plugins.core.sequence import parse_sequence
+from cdi_plugins.core.limits import MAX_ITERATIONS, MAX_RUNS, MAX_STEPS
 from cdi_plugins.errors import CDIError
 from cdi_plugins.recipe.loader import _plain, read_recipe
 from cdi_plugins.recipe.location import _key_parts, _Overlay, _Where
@@ -81,18 +82,24 @@ class DataSpec:
 class OutputSpec:
     """Where a dataset's results go: the validated ``output`` section.
 
-    *path*, *png*, *vti* and *cohere_dir* are templates (``{dataset}``,
+    *path*, *png*, *vti*, *html* and *cohere_dir* are templates (``{dataset}``,
     ``{recipe}``) as the recipe wrote them, or None when not asked for.
     """
     path: str | None = None
     overwrite: bool = False
     png: str | None = None
     vti: str | None = None
+    html: str | None = None
     cohere_dir: str | None = None
 
     def reports(self) -> dict[str, str]:
-        """``{"png": template, "vti": template}`` of the report files asked for (file kind -> template)."""
-        return {kind: t for kind, t in (("png", self.png), ("vti", self.vti)) if t}
+        """``{"png": template, ...}`` of the report files asked for (file kind -> template)."""
+        return {kind: t for kind, t in (("png", self.png), ("vti", self.vti), ("html", self.html)) if t}
+
+    @property
+    def wanted(self) -> bool:
+        """Whether the recipe asks for any output at all."""
+        return bool(self.path or self.cohere_dir or self.reports())
 
 
 @dataclasses.dataclass
@@ -210,6 +217,9 @@ def _validate_dataset(doc, where, name, source, base_dir, registry, check_backen
                        where.text("steps") if "steps" in doc else where.text())
     steps: list[Step] = []
     _expand(doc["steps"], where, "steps", defaults, registry, steps, resolved_backend, depth=0)
+    _check_size(steps, [], 0, where.text("steps"))          # lists and sequences together
+    if settings["runs"] > MAX_RUNS:
+        raise CDIError(f"runs = {settings['runs']:,} is more than the limit of {MAX_RUNS:,}", where.text("runs"))
     return DatasetPlan(name=name, data=DataSpec(base_dir=base_dir, **data), steps=steps,
                        output=OutputSpec(**output), doc=_plain(doc), base_dir=base_dir, source=source,
                        geometry=geometry, postprocess=post, prepare_where=prepare_where, **settings)
@@ -232,6 +242,17 @@ def _make_step(alg_name, values: dict, defaults: dict, registry, where_fn, where
         except CDIError as e:
             raise e.at(where_fn(None)) from None
     return Step(spec, params, where_fn(None))
+
+
+def _check_size(out: list, block: list, times: int, where: str) -> None:
+    """Refuse, before building it, a plan that *times* more copies of *block* would take past the limits."""
+    steps = len(out) + len(block) * times
+    iterations = sum(st.iterations for st in out) + sum(st.iterations for st in block) * times
+    if steps > MAX_STEPS:
+        raise CDIError(f"the steps expand to {steps:,} steps, more than the limit of {MAX_STEPS:,}", where)
+    if iterations > MAX_ITERATIONS:
+        raise CDIError(f"the steps ask for {iterations:,} iterations, more than the limit of {MAX_ITERATIONS:,} "
+                       "per run", where)
 
 
 def _expand(node, parent: _Where, key, defaults, registry, out: list, backend, depth: int) -> None:
@@ -271,8 +292,10 @@ def _expand(node, parent: _Where, key, defaults, registry, out: list, backend, d
                 raise CDIError(f"repeat must be an integer >= 1, got {n!r}", iw.text("repeat"))
             if "steps" not in item:
                 raise CDIError("a repeat block needs 'steps'", iw.text())
-            for _ in range(n):
-                _expand(item["steps"], iw, "steps", defaults, registry, out, backend, depth + 1)
+            block: list[Step] = []
+            _expand(item["steps"], iw, "steps", defaults, registry, block, backend, depth + 1)
+            _check_size(out, block, n, iw.text("repeat"))   # before the block is repeated
+            out.extend(block * n)
             continue
         if "sequence" in item:
             extra = set(item) - {"sequence", "params"}

@@ -34,7 +34,7 @@ TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", 
             "steps",
             "geometry", "postprocess", "output", "datasets")
 DATA_KEYS = ("path", "dataset", "mask", "mask_dataset", "simulate", "free_fraction", "prepare")
-OUTPUT_KEYS = ("path", "overwrite", "png", "vti", "cohere_dir")
+OUTPUT_KEYS = ("path", "overwrite", "png", "vti", "html", "cohere_dir")
 DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "runs", "average", "params", "steps",
                 "geometry",
                 "postprocess", "output", "set")
@@ -88,6 +88,7 @@ OUTPUT = ParamModel([
     Param("overwrite", "bool", False, "replace existing output files", message="output.overwrite must be true or false"),
     _file_name("png", "a picture of the result (central slices, chi2 history)", ".png"),
     _file_name("vti", "a ParaView file of the result", ".vti"),
+    _file_name("html", "a self-contained web page: the crystal in 3-D, slices, chi2 history", ".html"),
     Param("cohere_dir", "str", None, "also write the result in cohere's results_phasing layout",
           nullable=True, accept=bool, message="output.cohere_dir must be a folder name, got {value!r}"),
 ])

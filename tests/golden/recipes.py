@@ -72,7 +72,7 @@ def hash_recipe(name: str) -> dict[str, str]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        results = cdi_plugins.run_all(os.path.join(CONFIGS, name), overrides=PINNED)
+        results = cdi_plugins.run_all(os.path.join(CONFIGS, name), overrides=PINNED, write=False)
     finally:
         torch.set_num_threads(before)
     return {ds: result_hash(r) for ds, r in results.items()}
