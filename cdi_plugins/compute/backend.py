@@ -62,11 +62,22 @@ def _cupy_status() -> tuple[bool, str]:
 
 
 def _have_pyfftw() -> bool:
+    # find_spec, not import: importing pyFFTW imports scipy.fftpack (~0.3 s), which `cdi validate` never needs;
+    # an installed pyFFTW that fails to import is reported when the first plan is made (_import_pyfftw)
+    import importlib.util
     try:
-        import pyfftw  # noqa: F401
-        return True
-    except Exception:
+        return importlib.util.find_spec("pyfftw") is not None
+    except (ImportError, ValueError):
         return False
+
+
+def _import_pyfftw():
+    try:
+        import pyfftw
+    except Exception as exc:
+        raise CDIError(f"pyFFTW is installed but cannot be imported ({exc.__class__.__name__}: {exc}); "
+                       "reinstall it or use fft: scipy") from None
+    return pyfftw
 
 
 def available_backends() -> dict[str, str]:
@@ -185,7 +196,7 @@ class Workspace:
         xp = backend.xp
         eng = backend.fft_engine
         if eng == "pyfftw":
-            import pyfftw
+            pyfftw = _import_pyfftw()
             _load_wisdom()
             self.x = pyfftw.empty_aligned(shape, dtype="complex64")
             self._w = pyfftw.empty_aligned(shape, dtype="complex64")
@@ -244,14 +255,13 @@ class Backend:
             import cupy
             import cupyx.scipy.fft as cufft
             self.xp = cupy
-            self._fft = cufft
+            self._fft_module = cufft
             if fft not in ("auto", "cupy"):
                 raise CDIError(f"fft engine {fft!r} does not run on the cupy backend; use 'auto' or 'cupy'")
             self.fft_engine = "cupy"
         else:
-            import scipy.fft
             self.xp = np
-            self._fft = scipy.fft
+            self._fft_module = None   # scipy.fft, imported on the first transform (validation never needs it)
             if fft == "auto":
                 fft = "pyfftw" if _have_pyfftw() else "scipy"
             elif fft == "cupy":
@@ -264,6 +274,13 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, fft={self.fft_engine!r}, threads={self.threads})"
+
+    @property
+    def _fft(self):
+        if self._fft_module is None:
+            import scipy.fft
+            self._fft_module = scipy.fft
+        return self._fft_module
 
     # ---- arrays -----------------------------------------------------------------------
     def asarray(self, a, dtype=None):
