@@ -393,7 +393,7 @@ def test_builtin_plugins_bring_their_commands():
     assert reg.commands["train"].plugin == "nn"
 
 
-README_EXAMPLE = '''
+BUGGY_FIRST_STEP = '''  # the README's example as it was: it assumes a previous step
 from cdi_plugins import AlgorithmSpec, Param, State, hookimpl
 
 def run(problem, state, params, ctx):
@@ -410,8 +410,8 @@ def cdi_register_algorithms(register):
 
 
 def test_a_plugin_that_raises_in_run_is_one_line_naming_step_algorithm_and_plugin(site, tmp_path, capsys):
-    # the README's example plugin used as a first step: state is None, its run raises AttributeError
-    install_plugin(site, "cdi_thirdparty_scale", {"cdi_thirdparty_scale": README_EXAMPLE},
+    # the README's old example plugin used as a first step: state is None, its run raises AttributeError
+    install_plugin(site, "cdi_thirdparty_scale", {"cdi_thirdparty_scale": BUGGY_FIRST_STEP},
                    {"scaler": "cdi_thirdparty_scale"})
     reset_registry(Registry())
     rec = tmp_path / "r.yaml"

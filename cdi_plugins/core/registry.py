@@ -173,13 +173,7 @@ class Registry:
             raise ValueError(f"command name {spec.name!r} must be lower-case letters, digits and -")
         if not callable(spec.run) or not callable(spec.arguments):
             raise TypeError(f"command {spec.name!r}: run and arguments must be callable")
-        if spec.name in self.commands:
-            other = self.commands[spec.name].plugin
-            self._fail(info, f"command '{spec.name}' already registered by plugin '{other}'; this one is ignored")
-            return
-        spec.plugin = info.name
-        self.commands[spec.name] = spec
-        info.commands.append(spec.name)
+        self._claim(self.commands, info.commands, "command", spec, info)
 
     def _add(self, spec: AlgorithmSpec, info: PluginInfo) -> None:
         if not isinstance(spec, AlgorithmSpec):
@@ -190,13 +184,17 @@ class Registry:
             raise ValueError(f"algorithm {spec.name!r}: kind {spec.kind!r} is not one of {', '.join(KINDS)}")
         if not callable(spec.run):
             raise TypeError(f"algorithm {spec.name!r}: run is not callable")
-        if spec.name in self.algorithms:
-            other = self.algorithms[spec.name].plugin
-            self._fail(info, f"algorithm '{spec.name}' already registered by plugin '{other}'; this one is ignored")
+        self._claim(self.algorithms, info.algorithms, "algorithm", spec, info)
+
+    def _claim(self, table: dict, listed: list, what: str, spec, info: PluginInfo) -> None:
+        """Enter *spec* under its name, unless another plugin has it (first come, first served; both named)."""
+        if spec.name in table:
+            other = table[spec.name].plugin
+            self._fail(info, f"{what} '{spec.name}' already registered by plugin '{other}'; this one is ignored")
             return
         spec.plugin = info.name
-        self.algorithms[spec.name] = spec
-        info.algorithms.append(spec.name)
+        table[spec.name] = spec
+        listed.append(spec.name)
 
     def refuse_command(self, name: str, reason: str) -> None:
         """Drop the plugin command *name* (the host cannot offer it) and report *reason* on its plugin."""
