@@ -225,3 +225,16 @@ def test_sigterm_during_a_run_exits_and_leaves_no_temporary_file(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
+
+
+def test_a_temporary_file_of_another_host_is_left_alone(tmp_path):
+    from cdi_plugins.io.atomic import _host
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)                                       # a process id that no longer runs here
+    other = tmp_path / f".big.cxi.{_host()}x-{dead}.abcd.tmp.cxi"   # another host, same pid: still writing there
+    mine = tmp_path / f".big.cxi.{_host()}-{dead}.abcd.tmp.cxi"     # this host, writer gone: stale
+    other.write_text("being written")
+    mine.write_text("stale")
+    with atomic_path(tmp_path / "x.txt") as tmp:
+        open(tmp, "w").write("x")
+    assert other.exists() and not mine.exists()

@@ -6,8 +6,9 @@ The rule, in one place:
   :func:`os.replace` only when the ``with`` block ends without an exception, so a crash or an error midway
   leaves any existing file exactly as it was.  The temporary file is removed on every exit path Python
   sees (errors, Ctrl-C, SIGTERM turned into an exit by the CLI); one left by a run killed outright
-  (SIGKILL) carries its process id in its name and is removed by the next write to the same folder once
-  that process is gone.
+  (SIGKILL) carries its host and process id in its name and is removed by the next write to the same
+  folder from that host once that process is gone (a writer on another host of a shared filesystem is
+  never touched).
 * Ctrl-C while the file is being written and moved into place is held until the move is done, then
   raised: the write completes (a second Ctrl-C abandons it and leaves the old file).
 * No output may replace a file the run reads: the ones passed as *protect*, and every file noted with
@@ -24,6 +25,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import stat
 import tempfile
 import threading
@@ -70,7 +72,12 @@ def same_file(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp(?P<ext>\.[^.]*)?$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+\.tmp(?P<ext>\.[^.]*)?$")
+
+
+def _host() -> str:
+    # in the temporary file's name: on a shared filesystem only this machine's dead writers are cleaned up
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 
 
 def _alive(pid: int) -> bool:
@@ -89,9 +96,10 @@ def _clean_stale(d: str) -> None:
         names = os.listdir(d)
     except OSError:
         return
+    host = _host()
     for n in names:
         m = _TEMP.match(n)
-        if m and int(m.group("pid")) != os.getpid() and not _alive(int(m.group("pid"))):
+        if m and m.group("host") == host and int(m.group("pid")) != os.getpid() and not _alive(int(m.group("pid"))):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(d, n))
                 log.warning("removed %s, left by a run that was killed while writing", os.path.join(d, n))
@@ -102,7 +110,7 @@ def _make_temp(target: str, loc: str) -> str:
     ext = os.path.splitext(name)[1]
     _clean_stale(d)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=f".tmp{ext}", dir=d)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.{_host()}-{os.getpid()}.", suffix=f".tmp{ext}", dir=d)
     except OSError as exc:
         raise CDIError(f"cannot write in directory {d} ({exc.strerror or exc})", loc) from None
     os.close(fd)
