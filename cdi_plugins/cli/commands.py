@@ -106,13 +106,15 @@ def cmd_plugins(args) -> int:
 
 def cmd_simulate(args) -> int:
     import numpy as np
-    from cdi_plugins.io import atomic_path
+    from cdi_plugins.io import atomic_path, check_writable
     from cdi_plugins.physics.simulate import simulate_crystal
-    sim = simulate_crystal(args.shape, seed=args.seed, counts=args.counts, noise=not args.no_noise)
     root, ext = os.path.splitext(args.out)
     if ext != ".npy":
         raise CDIError("simulate writes .npy files (intensity, and <name>_truth.npy)", args.out)
     truth_path = f"{root}_truth.npy"
+    for path in (args.out, truth_path):   # both checked before either is computed or written
+        check_writable(path, overwrite=args.overwrite)
+    sim = simulate_crystal(args.shape, seed=args.seed, counts=args.counts, noise=not args.no_noise)
     for path, arr in ((args.out, sim["intensity"]), (truth_path, sim["truth"])):
         with atomic_path(path, overwrite=args.overwrite) as tmp:
             with open(tmp, "wb") as fh:
