@@ -48,3 +48,14 @@ def cdi_register_commands(register):
     register : callable
         Call ``register(spec)`` once per :class:`cdi_plugins.core.commands.CommandSpec`.
     """
+
+
+@hookspec
+def cdi_register_beamlines(register):
+    """Register beamlines: a diffractometer, a detector and a reader of the scan's metadata.
+
+    Parameters
+    ----------
+    register : callable
+        Call ``register(spec)`` once per :class:`cdi_plugins.core.beamline.BeamlineSpec`.
+    """

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import pluggy
 
 from cdi_plugins.core import hookspecs
+from cdi_plugins.core.beamline import BEAMLINE_NAME, BeamlineSpec
 from cdi_plugins.core.commands import COMMAND_NAME, CommandSpec
 from cdi_plugins.errors import CDIError
 from cdi_plugins.core.params import ParamModel, suggest
@@ -91,6 +92,7 @@ class PluginInfo:
     algorithms: list = dataclasses.field(default_factory=list)
     version: str = ""
     commands: list = dataclasses.field(default_factory=list)
+    beamlines: list = dataclasses.field(default_factory=list)
 
 
 class Registry:
@@ -107,6 +109,7 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self.algorithms: dict[str, AlgorithmSpec] = {}
         self.commands: dict[str, CommandSpec] = {}
+        self.beamlines: dict[str, BeamlineSpec] = {}
         self.plugins: list[PluginInfo] = []
         if entry_points:
             self.load_entry_points()
@@ -148,7 +151,8 @@ class Registry:
             info.status, info.error = "error", f"invalid plugin: {exc}"
             return info
         for hook, add in ((self.pm.hook.cdi_register_algorithms, self._add),
-                          (self.pm.hook.cdi_register_commands, self._add_command)):
+                          (self.pm.hook.cdi_register_commands, self._add_command),
+                          (self.pm.hook.cdi_register_beamlines, self._add_beamline)):
             for impl in [i for i in hook.get_hookimpls() if i.plugin is plugin]:
                 def register(spec, _info=info, _add=add):
                     _add(spec, _info)
@@ -174,6 +178,24 @@ class Registry:
         if not callable(spec.run) or not callable(spec.arguments):
             raise TypeError(f"command {spec.name!r}: run and arguments must be callable")
         self._claim(self.commands, info.commands, "command", spec, info)
+
+    def _add_beamline(self, spec: BeamlineSpec, info: PluginInfo) -> None:
+        if not isinstance(spec, BeamlineSpec):
+            raise TypeError(f"register() expects a BeamlineSpec, got {type(spec).__name__}")
+        if not BEAMLINE_NAME.match(spec.name):
+            raise ValueError(f"beamline name {spec.name!r} must be lower-case letters, digits and _")
+        if not callable(spec.read_metadata):
+            raise TypeError(f"beamline {spec.name!r}: read_metadata is not callable")
+        self._claim(self.beamlines, info.beamlines, "beamline", spec, info)
+
+    def beamline(self, name: str, where: str | None = None) -> BeamlineSpec:
+        """The beamline called *name*, or CDIError naming the registered ones."""
+        spec = self.beamlines.get(str(name))
+        if spec is None:
+            known = ", ".join(sorted(self.beamlines)) or "none"
+            raise CDIError(f"unknown beamline '{name}'{suggest(str(name), self.beamlines)}; registered: {known} "
+                           "(or describe the diffractometer in data.diffractometer with beamline: generic)", where)
+        return spec
 
     def _add(self, spec: AlgorithmSpec, info: PluginInfo) -> None:
         if not isinstance(spec, AlgorithmSpec):

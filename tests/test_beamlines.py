@@ -1,0 +1,69 @@
+"""Beamlines come in as plugins; the 34-ID-C SPEC reader returns what the file says."""
+
+import os
+
+import numpy as np
+import pytest
+
+from cdi_plugins.core import CDIError, Registry, hookimpl
+from cdi_plugins.core.beamline import BeamlineSpec
+
+SPEC = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "aps_34idc", "example.spec")
+needs_spec = pytest.mark.skipif(not os.path.isfile(SPEC), reason="../shared/data/aps_34idc is not here")
+
+
+def test_builtin_beamlines_are_registered():
+    reg = Registry()
+    assert {"aps_34idc", "generic"} <= set(reg.beamlines)
+    assert reg.beamlines["aps_34idc"].plugin == "beamlines"
+    assert reg.beamlines["aps_34idc"].detector["pixel_size"] == [55e-6, 55e-6]
+
+
+def test_unknown_beamline_names_the_registered_ones():
+    with pytest.raises(CDIError, match="unknown beamline 'aps_34idd'.*aps_34idc"):
+        Registry().beamline("aps_34idd", "r.yaml:4: data.beamline")
+
+
+def test_a_broken_beamline_plugin_does_not_take_the_others_down():
+    class Bad:
+        @hookimpl
+        def cdi_register_beamlines(self, register):
+            register(BeamlineSpec("Bad Name", "", {}, {}, read_metadata=lambda p, s: {}))
+
+    class Dup:
+        @hookimpl
+        def cdi_register_beamlines(self, register):
+            register(BeamlineSpec("aps_34idc", "mine", {}, {}, read_metadata=lambda p, s: {}))
+
+    reg = Registry()
+    bad, dup = reg.register_plugin(Bad(), name="bad"), reg.register_plugin(Dup(), name="dup")
+    assert bad.status == "error" and "lower-case" in bad.error
+    assert dup.status == "error" and "already registered by plugin 'beamlines'" in dup.error
+    assert reg.beamlines["aps_34idc"].plugin == "beamlines"
+
+
+@needs_spec
+def test_spec_reader_returns_scan_54():
+    from cdi_plugins.algorithms.beamlines import read_spec_34idc
+
+    md = read_spec_34idc(SPEC, 54)
+    # #P0 Delta 32.174, Chi 90, Phi -5, Gamma 12.6346; #P3 camdist 500 (mm); #P4 Energy 9 (keV)
+    assert md["energy"] == 9.0
+    assert md["distance"] == 0.5
+    assert md["angles"]["Delta"] == 32.174 and md["angles"]["Gamma"] == 12.6346
+    assert md["angles"]["Chi"] == 90.0 and md["angles"]["Phi"] == -5.0
+    # "#S 54  ascan  th -0.279996 0.720004  200 0.25": 201 frames, Theta from the data column
+    assert md["rocking"] == "Theta" and md["frames"] == 201
+    assert md["rocking_values"][:3] == pytest.approx([-0.2799992, -0.2749968, -0.2699944], abs=1e-7)
+    assert md["angles"]["Theta"] == pytest.approx(-0.2799992, abs=1e-7)
+    assert md["step"] == pytest.approx(0.005, rel=1e-4)
+    assert np.allclose(np.diff(md["rocking_values"]), 0.005, atol=2e-5)
+    assert md["roi"] == [0, 256, 0, 256]   # #UIMR5 0 256 0 256
+
+
+@needs_spec
+def test_spec_reader_refuses_a_missing_scan_in_one_line():
+    from cdi_plugins.algorithms.beamlines import read_spec_34idc
+
+    with pytest.raises(CDIError, match=r"no scan 9999 \(scans"):
+        read_spec_34idc(SPEC, 9999)
