@@ -1,0 +1,132 @@
+"""The skeptic's forward model: a crystal placed in the lab, measured by a rocking scan, reconstructed with a
+recipe, orthogonalised, compared with the truth (shape IoU, extent per lab axis, strain along Q)."""
+
+import os
+
+import numpy as np
+import tifffile
+
+from cdi_plugins.physics.geometry import Diffractometer, ScanGeometry
+from cdi_plugins.physics.postprocess import Geometry, postprocess
+from cdi_plugins.physics.scan import array_geometry, lab_maps, simulate_scan
+
+SEMI_AXES = np.array([60.0, 45.0, 38.0])    # nm: ellipsoid semi-axes before rotation
+CUT = 0.45                                   # the ellipsoid cut by a plane: not centrosymmetric (twin decided)
+STRAIN_GRADIENT = 4e-5                       # 1/nm: strain = a (q_hat . r), u_Q = a (q_hat . r)^2 / 2
+
+
+def _rot():
+    a, b = np.radians(25.0), np.radians(-35.0)
+    ra = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    rb = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    return rb @ ra
+
+
+def inside(x, y, z):
+    """The crystal's shape in lab nm (origin at the ellipsoid centre)."""
+    r = _rot().T
+    p = [r[i, 0] * x + r[i, 1] * y + r[i, 2] * z for i in range(3)]
+    ell = sum((p[i] / SEMI_AXES[i]) ** 2 for i in range(3)) <= 1.0
+    return ell & (p[0] <= CUT * SEMI_AXES[0])
+
+
+def density_for(q0):
+    q_norm = float(np.linalg.norm(q0))
+    q_hat = q0 / q_norm
+
+    def density(x, y, z):
+        s = q_hat[0] * x + q_hat[1] * y + q_hat[2] * z
+        return inside(x, y, z) * np.exp(1j * q_norm * STRAIN_GRADIENT * s ** 2 / 2)
+    return density
+
+
+def six_circle_vertical():
+    """A vertical-rocking six-circle, as a user writes it in YAML (data.diffractometer)."""
+    return {"name": "sixc_vertical", "sample_circles": {"Mu": "y+", "Eta": "x-", "Chi": "z+", "Phi": "x-"},
+            "detector_circles": {"Nu": "y+", "Delta": "x-"}, "beam": "z+", "pixel_directions": ["y-", "x+"]}
+
+
+def geometries():
+    id34c = Diffractometer("34idc", (("Theta", "y+"), ("Chi", "z-"), ("Phi", "y+")),
+                           (("Delta", "y+"), ("Gamma", "x-")), "z+", ("x+", "y-"))
+    from cdi_plugins.physics.geometry import validate_diffractometer
+    six = validate_diffractometer(six_circle_vertical())
+    return {
+        "aps_34idc": ScanGeometry(id34c, 9.0, 0.5, (55e-6, 55e-6), (128, 128),
+                                  {"Theta": 0.0, "Chi": 90.0, "Phi": -5.0, "Delta": 32.174, "Gamma": 12.6346},
+                                  "Theta", 0.02),
+        "sixc_vertical": ScanGeometry(six, 9.0, 0.6, (55e-6, 55e-6), (128, 128),
+                                      {"Mu": 0.0, "Eta": 16.0, "Chi": 90.0, "Phi": 0.0, "Nu": 3.0, "Delta": 33.5},
+                                      "Eta", -0.025),
+    }
+
+
+def write_scan(folder, geom, frames=64, size=256, seed=0):
+    """One 256 x 256 TIFF per rocking step, named like the real 34-ID-C frames."""
+    sim = simulate_scan(geom, (frames, size, size), _density(geom, frames, size),
+                        photons=2e9, seed=seed, supersample=1)
+    os.makedirs(folder, exist_ok=True)
+    for k in range(frames):
+        tifffile.imwrite(os.path.join(folder, f"Sim_S0054_{k:05d}.tif"), sim["intensity"][k].astype(np.int32))
+    return sim
+
+
+def _density(geom, frames, size):
+    from cdi_plugins.physics.geometry import detector_matrix
+    _, q0 = detector_matrix(geom, (frames // 2, size // 2, size // 2), "lab")
+    return density_for(q0)
+
+
+def recipe(folder, seed=0):
+    return {"name": "forward", "data": {"path": folder,
+                                        "prepare": {"bin": [1, 2, 2], "centre": "max", "shape": [64, 64, 64]}},
+            "fft": "scipy", "threads": 1, "seed": seed, "steps": "3*(20*ER+180*HIO)+20*ER"}
+
+
+def compare(result, geom):
+    """IoU, extent error per lab axis (nm), strain errors, for a reconstruction of the crystal above."""
+    prep = result.metadata["preparation"]
+    shape = tuple(np.shape(result.obj))
+    g = array_geometry(geom, prep, shape)
+    maps = lab_maps(np.asarray(result.obj), np.asarray(result.support), g)
+    spacing = maps["spacing"]
+    q_hat = np.asarray(maps["q_direction"])
+    best = None
+    for twin in (False, True):
+        o = maps["object"]
+        if twin:
+            o = np.conj(o[::-1, ::-1, ::-1])
+        amp = np.abs(o)
+        rec = amp > 0.5 * np.percentile(amp[amp > 0.2 * amp.max()], 90)
+        idx = np.argwhere(rec)
+        com = idx.mean(axis=0)
+        # the truth on the same grid, its centre of mass put on the reconstruction's
+        grid = [(np.arange(n) - com[i]) * spacing for i, n in enumerate(o.shape)]
+        x, y, z = np.meshgrid(*grid, indexing="ij")
+        truth0 = inside(x, y, z)
+        tcom = (np.argwhere(truth0).mean(axis=0) - com) * spacing
+        x, y, z = x + tcom[0], y + tcom[1], z + tcom[2]
+        truth = inside(x, y, z)
+        iou = (rec & truth).sum() / (rec | truth).sum()
+        if best is None or iou > best[0]:
+            best = (iou, twin, o, rec, truth, (x, y, z))
+    iou, twin, o, rec, truth, (x, y, z) = best
+    ext = []
+    for i in range(3):
+        other = tuple(j for j in range(3) if j != i)
+        r_idx = np.nonzero(rec.any(axis=other))[0]
+        t_idx = np.nonzero(truth.any(axis=other))[0]
+        ext.append(float((np.ptp(r_idx) - np.ptp(t_idx)) * spacing))
+    geo = Geometry(hkl=(1, 1, 1), lattice_constant=2 * np.pi * np.sqrt(3) / (maps["q_norm"] / 10.0),
+                   voxel_size=(spacing,) * 3, q_direction=tuple(q_hat))
+    pp = postprocess(o, rec, geo, crop=False, centre=False)
+    truth_strain = STRAIN_GRADIENT * (q_hat[0] * x + q_hat[1] * y + q_hat[2] * z)
+    from scipy import ndimage
+    core = ndimage.binary_erosion(pp.strain_valid, iterations=2) & truth
+    diff = (pp.strain - pp.strain[core].mean()) - (truth_strain - truth_strain[core].mean())
+    rs, ts = pp.strain[core], truth_strain[core]
+    corr = float(np.corrcoef(rs, ts)[0, 1])
+    slope = float(np.polyfit(ts, rs, 1)[0])
+    return {"iou": float(iou), "strain_correlation": corr, "strain_slope": slope, "twin": twin, "extent_error_nm": ext, "spacing_nm": spacing,
+            "voxel_nm": g["voxel_nm"], "strain_rms_error": float(np.sqrt(np.mean(diff[core] ** 2))),
+            "strain_rms_truth": float(np.std(truth_strain[core])), "core_voxels": int(core.sum())}
