@@ -59,7 +59,14 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
     d = plan.data
     truth = None
     metadata: dict = {}
-    if data is not None and not isinstance(data, (str, os.PathLike)):
+    scan_geom = scan_mask = None
+    if d.scan is not None and (data is None or isinstance(data, (str, os.PathLike))):
+        from cdi_plugins.core.registry import get_registry
+        from cdi_plugins.physics.scan import load_scan
+        intensity, scan_mask, scan_geom, metadata["scan"] = load_scan(
+            d.scan, get_registry(), lambda p: read_intensity(p, dataset=d.dataset), read_array)
+        source = d.scan["frames"]
+    elif data is not None and not isinstance(data, (str, os.PathLike)):
         intensity, source = np.asarray(data), "<array>"
     elif data is not None:
         source = os.fspath(data)
@@ -83,6 +90,8 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
         if np.issubdtype(mask.dtype, np.floating) and not np.isfinite(mask).all():
             raise CDIError("the mask holds NaN or infinite values", mpath)
         mask = mask != 0
+    if scan_mask is not None:
+        mask = scan_mask if mask is None else (mask | scan_mask)
     options = d.prepare
     if not is_noop(options):
         if truth is not None:
@@ -92,6 +101,13 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
         metadata["preparation"] = report
     if plan.geometry is not None:
         metadata["geometry"] = dict(plan.geometry)
+    if scan_geom is not None:
+        from cdi_plugins.physics.scan import array_geometry
+        raw_peak = np.unravel_index(int(np.argmax(np.where(mask, 0, intensity) if mask is not None else intensity)),
+                                    np.shape(intensity))
+        metadata["scan_geometry"] = array_geometry(scan_geom, metadata.get("preparation"), np.shape(intensity),
+                                                   raw_peak=raw_peak)
+        metadata["scan_geometry"]["lab"] = dict(d.scan["lab"])
     problem = Problem.from_array(intensity, mask, metadata=metadata, truth=truth,
                                  free_fraction=d.free_fraction, seed=plan.seed, source=source)
     problem.metadata["oversampling_estimate"] = list(oversampling(problem.intensity, problem.mask, preset="blob"))
@@ -239,6 +255,8 @@ class Job:
         that read files (weights, results folders)."""
         plan = self.plan
         found = [self.data, plan.data.resolved("path"), plan.data.resolved("mask")]
+        if plan.data.scan is not None:   # a raw scan: its frames, fields and metadata file
+            found += [plan.data.scan[k] for k in ("frames", "dark", "white", "spec")]
         if plan.source != "<recipe>":
             found.append(plan.source)
         for step in plan.steps:
@@ -361,6 +379,10 @@ def check_plan(plan: DatasetPlan, data: str | None = None) -> list[str]:
     from cdi_plugins.physics.prepare import check_regions
     notes = []
     path = data or plan.data.resolved("path")
+    if plan.data.scan is not None:
+        path = plan.data.scan["frames"]
+        notes.append(f"scan: beamline {plan.data.scan['beamline']}"
+                     + (f", {plan.data.scan['spec']} scan {plan.data.scan['scan']}" if plan.data.scan["spec"] else ""))
     if path and path != "<array>":
         shape, dtype = read_header(path, dataset=plan.data.dataset)
         if len(shape) != 3:

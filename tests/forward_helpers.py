@@ -8,7 +8,7 @@ import tifffile
 
 from cdi_plugins.physics.geometry import Diffractometer, ScanGeometry
 from cdi_plugins.physics.postprocess import Geometry, postprocess
-from cdi_plugins.physics.scan import array_geometry, lab_maps, simulate_scan
+from cdi_plugins.physics.scan import lab_maps, simulate_scan
 
 SEMI_AXES = np.array([60.0, 45.0, 38.0])    # nm: ellipsoid semi-axes before rotation
 CUT = 0.45                                   # the ellipsoid cut by a plane: not centrosymmetric (twin decided)
@@ -77,17 +77,53 @@ def _density(geom, frames, size):
     return density_for(q0)
 
 
-def recipe(folder, seed=0):
-    return {"name": "forward", "data": {"path": folder,
-                                        "prepare": {"bin": [1, 2, 2], "centre": "max", "shape": [64, 64, 64]}},
-            "fft": "scipy", "threads": 1, "seed": seed, "steps": "3*(20*ER+180*HIO)+20*ER"}
+def write_spec(path, geom, frames, scan=54):
+    """A SPEC file like 34-ID-C's: motor positions (#O/#P), the Timepix ROI (#UIMR5), Theta per frame."""
+    a = geom.angles
+    lines = ["#F fake.spec", "#E 1580840000", "#D Tue Feb 04 12:00:00 2020",
+             "#O0 Delta  Theta  Chi  Phi  Mu  Gamma", "#O1 camdist  Energy", "",
+             f"#S {scan}  ascan  th {a['Theta']:g} {a['Theta'] + geom.step * (frames - 1):g}  {frames - 1} 0.25",
+             "#D Tue Feb 04 12:28:23 2020", "#T 0.25  (Seconds)",
+             f"#P0 {a['Delta']} {a['Theta']} {a['Chi']} {a['Phi']} 0 {a['Gamma']}",
+             f"#P1 {geom.distance * 1000:g} {geom.energy:g}", "#UIMR5  0 256 0 256 1", "#N 3", "#L Theta  Epoch  Detector"]
+    lines += [f"{a['Theta'] + geom.step * k:.7f} {k} 0" for k in range(frames)]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n\n")
 
 
-def compare(result, geom):
-    """IoU, extent error per lab axis (nm), strain errors, for a reconstruction of the crystal above."""
-    prep = result.metadata["preparation"]
-    shape = tuple(np.shape(result.obj))
-    g = array_geometry(geom, prep, shape)
+def write_fields(folder):
+    """512 x 512 dark and white fields (the frames are the ROI 0:256, 0:256 of them); one dead pixel."""
+    dark = np.zeros((512, 512), np.int32)
+    white = np.ones((512, 512), np.float32)
+    white[0, 0] = 0.0
+    tifffile.imwrite(os.path.join(folder, "dark.tif"), dark)
+    tifffile.imwrite(os.path.join(folder, "whitefield.tif"), white)
+
+
+def recipe(folder, name, seed=0):
+    """The raw-scan recipe: 34-ID-C from its SPEC file, the six-circle fully in YAML."""
+    data = {"frames": os.path.join(folder, "frames"),
+            "prepare": {"bin": [1, 2, 2], "centre": "max", "shape": [64, 64, 64]}}
+    geom = geometries()[name]
+    if name == "aps_34idc":
+        write_spec(os.path.join(folder, "fake.spec"), geom, 64)
+        write_fields(folder)
+        data.update({"beamline": "aps_34idc", "spec": os.path.join(folder, "fake.spec"), "scan": 54,
+                     "dark": os.path.join(folder, "dark.tif"), "white": os.path.join(folder, "whitefield.tif"),
+                     "detector": {"beam_centre": [128, 128]}})
+    else:
+        data.update({"beamline": "generic", "diffractometer": six_circle_vertical(),
+                     "detector": {"pixel_size": 55.0e-6, "beam_centre": [128, 128]},
+                     "metadata": {"energy": geom.energy, "distance": geom.distance, "angles": dict(geom.angles),
+                                  "rocking": geom.rocking, "step": geom.step}})
+    return {"name": "forward", "data": data, "fft": "scipy", "threads": 1, "seed": seed,
+            "steps": "3*(20*ER+180*HIO)+20*ER"}
+
+
+def compare(result):
+    """IoU, extent error per lab axis (nm), strain errors, for a reconstruction of the crystal above
+    (with the geometry the pipeline recorded in the result)."""
+    g = result.metadata["scan_geometry"]
     maps = lab_maps(np.asarray(result.obj), np.asarray(result.support), g)
     spacing = maps["spacing"]
     q_hat = np.asarray(maps["q_direction"])

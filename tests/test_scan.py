@@ -17,8 +17,12 @@ def test_reconstruction_in_the_lab_frame_matches_the_crystal(name, tmp_path):
     geom = geometries()[name]
     write_scan(str(tmp_path / "frames"), geom)
     assert len(list((tmp_path / "frames").glob("Sim_S0054_*.tif"))) == 64
-    result = cdi_plugins.run(recipe(str(tmp_path / "frames")), write=False)
-    c = compare(result, geom)
+    result = cdi_plugins.run(recipe(str(tmp_path), name), write=False)
+    recorded = result.metadata["scan_geometry"]
+    assert recorded["scan"]["angles_deg"] == pytest.approx(geom.angles) and recorded["shape"] == [64, 64, 64]
+    assert recorded["bin"] == [1, 2, 2] and len(recorded["T_nm"]) == 3
+    c = compare(result)
+    print(name, c)
     assert c["iou"] >= 0.8
     assert all(abs(e) <= max(c["voxel_nm"]) for e in c["extent_error_nm"])    # within one voxel on every lab axis
     assert c["strain_correlation"] >= 0.85                                       # the strain field along the true Q
@@ -60,3 +64,68 @@ def test_dark_and_white_fields_of_the_full_detector_are_cut_to_the_roi():
         correct_frames(frames, dark)
     with pytest.raises(CDIError, match="does not cut"):
         correct_frames(frames, dark, roi=[0, 5, 0, 4])
+
+
+def _small_scan(tmp_path):
+    """A 16-frame 64 x 64 scan of the same crystal, its SPEC file and 512 x 512 fields, for quick CLI runs."""
+    import tifffile
+    from tests.forward_helpers import write_fields, write_spec
+    geom = geometries()["aps_34idc"]
+    sim = simulate_scan(geom, (16, 64, 64), _density(geom, 16, 64), supersample=1)
+    (tmp_path / "frames").mkdir()
+    for k in range(16):
+        tifffile.imwrite(tmp_path / "frames" / f"Sim_S0054_{k:05d}.tif", sim["intensity"][k].astype(np.int32))
+    write_spec(str(tmp_path / "s.spec"), geom, 16)
+    write_fields(str(tmp_path))
+    (tmp_path / "r.yaml").write_text(
+        "data:\n  frames: frames\n  beamline: aps_34idc\n  spec: s.spec\n  scan: 54\n  dark: dark.tif\n"
+        "  white: whitefield.tif\n  roi: [0, 64, 0, 64]\n  detector: {beam_centre: [32, 32]}\n"
+        "  prepare: {centre: max}\nfft: scipy\nthreads: 1\nsteps: 10*ER\n"
+        "output: {path: out.cxi, png: out.png, vti: out.vti}\n")
+
+
+def test_cdi_run_and_report_write_lab_frame_maps_in_nm(tmp_path, monkeypatch, capsys):
+    from cdi_plugins.cli import main
+    from cdi_plugins.io import read_vti
+    _small_scan(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "r.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "scan: 9 keV, detector at 0.5 m, Theta step 0.02 deg" in out and "maps in the lab frame" in out
+    md = cdi_plugins.load("out.cxi").metadata["scan_geometry"]
+    vti = read_vti("out.vti")
+    assert vti["spacing"] == pytest.approx((min(md["voxel_nm"]),) * 3)        # an orthogonal grid in nm
+    assert main(["report", "out.cxi", "--vti", "again.vti"]) == 0             # the result carries its geometry
+    again = read_vti("again.vti")
+    assert again["spacing"] == vti["spacing"] and again["origin"] == pytest.approx(vti["origin"])
+    np.testing.assert_allclose(again["arrays"]["strain"], vti["arrays"]["strain"])
+
+
+@pytest.mark.parametrize("change, words", [
+    ("  beamline: aps_34idc\n", ["r.yaml:3: data.beamline", "unknown beamline 'aps_34idd'"]),
+    ("  scan: 54\n", ["r.yaml:5: data.scan", "must be the scan number"]),
+    ("  roi: [0, 64, 0, 64]\n", ["r.yaml:8: data.roi", "[row0, row1, col0, col1]"]),
+])
+def test_scan_mistakes_are_one_line_with_their_recipe_line(tmp_path, monkeypatch, capsys, change, words):
+    from cdi_plugins.cli import main
+    _small_scan(tmp_path)
+    bad = {"  beamline: aps_34idc\n": "  beamline: aps_34idd\n", "  scan: 54\n": "  scan: fifty\n",
+           "  roi: [0, 64, 0, 64]\n": "  roi: [0, 64, 64, 0]\n"}[change]
+    text = (tmp_path / "r.yaml").read_text().replace(change, bad)
+    (tmp_path / "r.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    rc = main(["validate", "r.yaml"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert all(w in err for w in words)
+
+
+def test_a_spec_scan_of_another_length_is_refused_before_computing(tmp_path, monkeypatch, capsys):
+    from cdi_plugins.cli import main
+    _small_scan(tmp_path)
+    (tmp_path / "frames" / "Sim_S0054_00015.tif").unlink()
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "r.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "the scan has 16 points but" in err and "holds 15 frames" in err
+    assert not (tmp_path / "out.cxi").exists()

@@ -48,7 +48,7 @@ def cmd_validate(args) -> int:
         for plan in rec.datasets:
             notes = check_plan(plan, d)
             names = [s.name if not s.iterations else f"{s.iterations}*{s.name}" for s in plan.steps]
-            src = d or (plan.data.resolved("path") or "simulated crystal")
+            src = d or (plan.data.resolved("path") or (plan.data.scan or {}).get("frames") or "simulated crystal")
             print(f"ok: {rec.source} dataset '{plan.name}' ({src}): {len(plan.steps)} steps, "
                   f"{plan.iterations} iterations, backend {plan.backend}")
             for note in notes:

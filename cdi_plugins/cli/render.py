@@ -60,6 +60,14 @@ def preparation_lines(md: dict) -> list[str]:
             what.append(f"{prep['outside_data']} padded (masked)")
         shape = "x".join(map(str, prep["input_shape"])) + " -> " + "x".join(map(str, prep["shape"]))
         lines.append(f"  prepared {shape}: {'; '.join(what) or 'unchanged'}; {prep['masked']} pixels masked")
+    sg = md.get("scan_geometry")
+    if sg:
+        sc = sg["scan"]
+        lines.append(f"  scan: {sc['energy_keV']:g} keV, detector at {sc['distance_m']:g} m, {sc['rocking']} step "
+                     f"{sc['step_deg']:g} deg; B at the peak (frame, row, column) "
+                     f"{', '.join(f'{v:g}' for v in sg['peak_raw'])}: |q| {sg['q_norm_per_nm']:.3f} /nm, voxel "
+                     f"{' x '.join(f'{v:.2f}' for v in sg['voxel_nm'])} nm (array axes); maps in the "
+                     f"{(sg.get('lab') or {}).get('frame', 'lab')} frame")
     os_ = md.get("oversampling_estimate")
     if os_:
         line = f"  oversampling estimate (autocorrelation): {', '.join(f'{v:.2f}' for v in os_)} per axis"

@@ -15,6 +15,7 @@ a forward model of a crystal placed in the lab, and the lab-frame maps of a reco
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -177,3 +178,197 @@ def lab_maps(obj, support, geometry: dict, *, spacing: float | None = None, fram
             1.2398419843320026 / geometry["scan"]["energy_keV"], "theta_deg": math.degrees(
                 math.asin(min(1.0, float(np.linalg.norm(q0)) * 1.2398419843320026
                               / geometry["scan"]["energy_keV"] / (4 * math.pi)))) if "scan" in geometry else None}
+
+
+# --------------------------------------------------------------------------------------------
+# the recipe's data section for raw frames (validated here, next to the code that uses it)
+
+SCAN_KEYS = ("frames", "dark", "white", "beamline", "spec", "scan", "roi", "diffractometer", "detector",
+             "metadata", "lab")
+_METADATA_KEYS = ("energy", "distance", "angles", "rocking", "step")
+_DETECTOR_KEYS = ("pixel_size", "beam_centre")
+_LAB_KEYS = ("frame", "spacing", "q_axis")
+
+
+def _positive(v, what, where):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise CDIError(f"{what} must be a positive number, got {v!r}", where)
+    return float(v)
+
+
+def _pair(v, what, where, positive=True):
+    vals = v if isinstance(v, (list, tuple)) else [v, v]
+    if len(vals) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+        raise CDIError(f"{what} must be one number or two (rows, columns), got {v!r}", where)
+    if positive:
+        return [_positive(x, what, where) for x in vals]
+    return [float(x) for x in vals]
+
+
+def validate_scan(data: dict, where, base_dir: str, registry) -> dict | None:
+    """The raw-frame keys of a recipe's ``data`` section, or None when it has no ``frames``.
+
+    *where(key)* locates ``data.<key>`` (``where('metadata.energy')`` too); *registry* resolves
+    ``beamline``.  Files must exist; the SPEC file is read when the data is loaded.
+    """
+    present = [k for k in SCAN_KEYS if k in data]
+    if "frames" not in data:
+        if present:
+            raise CDIError(f"data.{present[0]} belongs to a raw scan: give data.frames (a folder of TIFF frames "
+                           "or an HDF5 file)", where(present[0]))
+        return None
+
+    def path(key):
+        v = data.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str) or not v:
+            raise CDIError(f"data.{key} must be a file name, got {v!r}", where(key))
+        p = v if os.path.isabs(v) else os.path.join(base_dir, v)
+        if not os.path.exists(p):
+            raise CDIError(f"file not found: {p}", where(key))
+        return p
+
+    out = {k: path(k) for k in ("frames", "dark", "white", "spec")}
+    name = data.get("beamline", "generic")
+    spec = registry.beamline(name, where("beamline"))
+    out["beamline"] = spec.name
+    out["scan"] = data.get("scan")
+    if out["spec"] is not None and (isinstance(out["scan"], bool) or not isinstance(out["scan"], int)):
+        raise CDIError(f"data.scan must be the scan number in the SPEC file, got {out['scan']!r}",
+                       where("scan" if "scan" in data else "spec"))
+    roi = data.get("roi", "auto")
+    if roi != "auto" and roi is not None:
+        if (not isinstance(roi, (list, tuple)) or len(roi) != 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in roi)
+                or roi[1] <= roi[0] or roi[3] <= roi[2]):
+            raise CDIError(f"data.roi must be auto or [row0, row1, col0, col1] of the full detector, got {roi!r}",
+                           where("roi"))
+        roi = [int(v) for v in roi]
+    out["roi"] = roi
+    diff = data.get("diffractometer") or spec.diffractometer
+    if not diff:
+        raise CDIError(f"beamline {name} needs data.diffractometer (sample_circles, detector_circles, beam, "
+                       "pixel_directions)", where("beamline" if "beamline" in data else "frames"))
+    from cdi_plugins.physics.geometry import validate_diffractometer
+    out["diffractometer"] = validate_diffractometer(diff, lambda key=None: where(
+        f"diffractometer.{key}" if key else "diffractometer"))
+    det = dict(spec.detector)
+    user_det = data.get("detector") or {}
+    if not isinstance(user_det, dict):
+        raise CDIError("data.detector must be a mapping (pixel_size, beam_centre)", where("detector"))
+    for k in user_det:
+        if k not in _DETECTOR_KEYS:
+            raise CDIError(f"unknown key '{k}'; allowed: {', '.join(_DETECTOR_KEYS)}", where(f"detector.{k}"))
+    det.update(user_det)
+    for k in _DETECTOR_KEYS:
+        if det.get(k) is None:
+            raise CDIError(f"data.detector.{k} is needed (pixel_size in m, beam_centre as [row, column] of the "
+                           "full detector where the direct beam hits with the detector circles at 0)",
+                           where("detector"))
+    out["pixel_size"] = _pair(det["pixel_size"], "data.detector.pixel_size", where("detector.pixel_size"))
+    if out["pixel_size"][0] > 0.01:
+        raise CDIError(f"data.detector.pixel_size is in metres (55 um = 55.0e-6), got {det['pixel_size']!r}",
+                       where("detector.pixel_size"))
+    out["beam_centre"] = _pair(det["beam_centre"], "data.detector.beam_centre", where("detector.beam_centre"),
+                               positive=False)
+    md = data.get("metadata") or {}
+    if not isinstance(md, dict):
+        raise CDIError("data.metadata must be a mapping (energy, distance, angles, rocking, step)", where("metadata"))
+    for k in md:
+        if k not in _METADATA_KEYS:
+            raise CDIError(f"unknown key '{k}'; allowed: {', '.join(_METADATA_KEYS)}", where(f"metadata.{k}"))
+    for k in ("energy", "distance"):
+        if k in md:
+            _positive(md[k], f"data.metadata.{k}", where(f"metadata.{k}"))
+    if "angles" in md and (not isinstance(md["angles"], dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in md["angles"].values())):
+        raise CDIError("data.metadata.angles must map circle names to degrees", where("metadata.angles"))
+    if "step" in md and (isinstance(md["step"], bool) or not isinstance(md["step"], (int, float)) or md["step"] == 0):
+        raise CDIError(f"data.metadata.step must be a non-zero number of degrees, got {md['step']!r}",
+                       where("metadata.step"))
+    out["metadata"] = dict(md)
+    if out["spec"] is None and spec.name != "generic":
+        raise CDIError(f"beamline {name} reads its scan from data.spec (and data.scan)", where("beamline"))
+    if out["spec"] is None:
+        missing = [k for k in _METADATA_KEYS if k not in md]
+        if missing:
+            raise CDIError(f"without a metadata file give data.metadata.{missing[0]} "
+                           f"(all of {', '.join(_METADATA_KEYS)})", where("metadata" if md else "frames"))
+    lab = data.get("lab") or {}
+    if not isinstance(lab, dict):
+        raise CDIError("data.lab must be a mapping (frame: lab | crystal, spacing: nm, q_axis: 0 | 1 | 2)",
+                       where("lab"))
+    for k in lab:
+        if k not in _LAB_KEYS:
+            raise CDIError(f"unknown key '{k}'; allowed: {', '.join(_LAB_KEYS)}", where(f"lab.{k}"))
+    frame = lab.get("frame", "lab")
+    if frame not in ("lab", "crystal", "detector"):
+        raise CDIError(f"data.lab.frame must be lab, crystal or detector, got {frame!r}", where("lab.frame"))
+    spacing = lab.get("spacing")
+    if spacing is not None:
+        spacing = _positive(spacing, "data.lab.spacing (nm)", where("lab.spacing"))
+    q_axis = lab.get("q_axis", 2)
+    if q_axis not in (0, 1, 2) or isinstance(q_axis, bool):
+        raise CDIError(f"data.lab.q_axis must be 0, 1 or 2, got {q_axis!r}", where("lab.q_axis"))
+    out["lab"] = {"frame": frame, "spacing": spacing, "q_axis": q_axis}
+    out["where"] = {k: where(k) for k in ("frames", "dark", "white", "spec", "scan", "roi", "metadata")}
+    return out
+
+
+def load_scan(scan: dict, registry, read_frames, read_field) -> tuple[np.ndarray, np.ndarray, ScanGeometry, dict]:
+    """Read the frames and the metadata of a validated scan: ``(intensity, mask, geometry, report)``.
+
+    *read_frames(path)* and *read_field(path)* read the stack and a 2-D field (the pipeline passes
+    :mod:`cdi_plugins.io`'s readers: this floor does not import them).
+    """
+    w = scan["where"]
+    md: dict = {}
+    if scan["spec"] is not None:
+        try:
+            md = dict(registry.beamline(scan["beamline"]).read_metadata(scan["spec"], scan["scan"]))
+        except CDIError as e:
+            raise e.at(w["spec"]) from None
+    user = scan["metadata"]
+    angles = dict(md.get("angles") or {})
+    angles.update(user.get("angles") or {})
+    values = {k: user.get(k, md.get(k)) for k in ("energy", "distance", "rocking", "step")}
+    frames = read_frames(scan["frames"])
+    n = frames.shape[0]
+    if md.get("frames") is not None and md["frames"] != n:
+        raise CDIError(f"the scan has {md['frames']} points but {scan['frames']} holds {n} frames", w["frames"])
+    roi = scan["roi"]
+    if roi in ("auto", None):
+        roi = md.get("roi")
+        if roi is not None and (roi[1] - roi[0], roi[3] - roi[2]) != frames.shape[1:]:
+            roi = None       # the recorded region does not describe these frames
+    dark = read_field(scan["dark"]) if scan["dark"] else None
+    white = read_field(scan["white"]) if scan["white"] else None
+    where_field = w["dark"] if scan["dark"] else w["white"]
+    try:
+        intensity, mask, report = correct_frames(frames, dark, white, roi)
+    except CDIError as e:
+        raise e.at(where_field) from None
+    offset = (roi[0], roi[2]) if roi is not None else (0, 0)
+    geom = ScanGeometry(scan["diffractometer"], values["energy"], values["distance"], tuple(scan["pixel_size"]),
+                        (scan["beam_centre"][0] - offset[0], scan["beam_centre"][1] - offset[1]), angles,
+                        values["rocking"], values["step"])
+    try:
+        geom.check()
+    except CDIError as e:
+        raise e.at(w["metadata"]) from None
+    report.update({"roi": roi, "frames": n, "source": "spec" if scan["spec"] else "recipe"})
+    if md.get("command"):
+        report["scan_command"] = md["command"]
+    return intensity, mask, geom, report
+
+
+def measured_geometry(maps: dict, hkl=None, energy: float | None = None):
+    """The :class:`~cdi_plugins.physics.postprocess.Geometry` of lab-frame maps: |Q| as measured (the lattice
+    constant of *hkl*, default (1 1 1), follows from it), Q's true direction, the orthogonal spacing."""
+    from cdi_plugins.physics.postprocess import Geometry
+
+    hkl = tuple(hkl) if hkl is not None else (1, 1, 1)
+    a = math.sqrt(sum(v * v for v in hkl)) * 2 * math.pi / (maps["q_norm"] / 10.0)   # Angstrom
+    return Geometry(hkl=hkl, lattice_constant=a, energy=energy, voxel_size=(maps["spacing"],) * 3,
+                    q_direction=tuple(maps["q_direction"]))

@@ -14,6 +14,7 @@ from cdi_plugins.errors import CDIError
 from cdi_plugins.recipe.loader import _plain, read_recipe
 from cdi_plugins.recipe.location import _key_parts, _Overlay, _Where
 from cdi_plugins.recipe.overrides import _merge, apply_set
+from cdi_plugins.physics.scan import SCAN_KEYS
 from cdi_plugins.recipe.schema import (TOP_KEYS, check_keys, check_top, dataset_entries, validate_data,
                                        validate_defaults, validate_output, validate_postprocess,
                                        validate_settings)
@@ -69,6 +70,7 @@ class DataSpec:
     simulate: dict | None = None
     free_fraction: float = 0.0
     prepare: dict | None = None
+    scan: dict | None = None   # a raw rocking scan (data.frames, beamline, spec, ...), validated
 
     def resolved(self, key: str = "path") -> str | None:
         """The file named by *key* (``"path"`` or ``"mask"``) relative to :attr:`base_dir`, or None."""
@@ -199,7 +201,12 @@ def load_recipe(recipe, *, overrides: list[tuple[str, Any]] = (), registry: Regi
             if data is not None:
                 d = dict(eff.get("data") or {})
                 d.pop("simulate", None)
-                d["path"] = data
+                if "frames" in d and data != "<array>":
+                    d["frames"] = data              # --data replaces the folder of frames
+                else:
+                    for key in SCAN_KEYS:           # an array in hand: no raw scan
+                        d.pop(key, None)
+                    d["path"] = data
                 eff["data"] = d
         plans.append(_validate_dataset(eff, ewhere, name, source, base_dir, registry, check_backend))
     return Recipe(text=text, source=source, datasets=plans)

@@ -23,6 +23,7 @@ from cdi_plugins.core.params import Param, ParamModel, suggest
 from cdi_plugins.errors import CDIError
 from cdi_plugins.physics.postprocess import POSTPROCESS, validate_geometry
 from cdi_plugins.physics.prepare import PREPARE_KEYS, validate_prepare
+from cdi_plugins.physics.scan import SCAN_KEYS, validate_scan
 from cdi_plugins.physics.simulate import SIMULATE
 from cdi_plugins.recipe.location import _Where
 
@@ -33,7 +34,7 @@ __all__ = ["TOP_KEYS", "DATA_KEYS", "OUTPUT_KEYS", "DATASET_KEYS", "SETTINGS", "
 TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", "runs", "average", "params",
             "steps",
             "geometry", "postprocess", "output", "datasets")
-DATA_KEYS = ("path", "dataset", "mask", "mask_dataset", "simulate", "free_fraction", "prepare")
+DATA_KEYS = ("path", "dataset", "mask", "mask_dataset", "simulate", "free_fraction", "prepare") + SCAN_KEYS
 OUTPUT_KEYS = ("path", "overwrite", "png", "vti", "html", "cohere_dir")
 DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "runs", "average", "params", "steps",
                 "geometry",
@@ -162,7 +163,10 @@ def validate_data(doc: dict, where: _Where, base_dir: str) -> tuple[dict, dict]:
     if data is None:
         raise CDIError("no data: give data.path (or data.simulate), or pass --data", where.text())
     check_keys(data, DATA_KEYS, dwhere, "data")
-    if ("path" in data) == ("simulate" in data):
+    if "frames" in data:
+        if "path" in data or "simulate" in data:
+            raise CDIError("give one of data.path, data.frames or data.simulate", where.text("data"))
+    elif ("path" in data) == ("simulate" in data):
         raise CDIError("give exactly one of data.path or data.simulate", where.text("data"))
     # the file names first; free_fraction (in the same model) after the files exist and the sections pass
     values = DATA.validate({k: data[k] for k in _FILE_KEYS if k in data}, lambda key=None: dwhere.text(key))
@@ -188,9 +192,27 @@ def validate_data(doc: dict, where: _Where, base_dir: str) -> tuple[dict, dict]:
         values["prepare"] = validate_prepare(data["prepare"], lambda key=None: pw.text(key) if key else pw.text())
         prepare_where = {k: pw.text(k) for k in PREPARE_KEYS}
         prepare_where[None] = pw.text()
+    values["scan"] = _validate_scan(data, dwhere, base_dir)
     values["free_fraction"] = DATA.params["free_fraction"].check(data.get("free_fraction", 0.0),
                                                                  dwhere.text("free_fraction"))
     return values, prepare_where
+
+
+def _validate_scan(data: dict, dwhere: _Where, base_dir: str) -> dict | None:
+    """A raw rocking scan (``data.frames``, ``beamline``, ``spec``, ...): :func:`~cdi_plugins.physics.scan.validate_scan`."""
+    if not any(k in data for k in SCAN_KEYS):
+        return None
+    from cdi_plugins.core.registry import get_registry
+
+    def where(key=None):
+        if key is None:
+            return dwhere.text()
+        *parents, last = str(key).split(".")
+        w = dwhere
+        for part in parents:
+            w = w.child(part)
+        return w.text(last)
+    return validate_scan(data, where, base_dir, get_registry())
 
 
 def validate_settings(doc: dict, where: _Where, check_backend: bool) -> tuple[dict, str | None]:

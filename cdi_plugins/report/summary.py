@@ -110,7 +110,21 @@ def report(result, *, png=None, vti=None, html=None, geometry=None, options: dic
     geo = _geometry(result, geometry)
     opts = dict((result.metadata or {}).get("postprocess") or {}) if options is None else dict(options)
     opts = POSTPROCESS.validate(opts, lambda key=None: f"postprocess.{key}" if key else "postprocess")
-    processed = canonical(postprocess(result.obj, result.support, geo, **opts), np.shape(result.obj))
+    grid_origin = (0.0, 0.0, 0.0)
+    scan = (result.metadata or {}).get("scan_geometry")
+    if scan is not None and (scan.get("lab") or {}).get("frame", "lab") != "detector":
+        # a raw scan with its geometry: the maps on an orthogonal grid in nm, strain along the true Q
+        from cdi_plugins.physics.scan import lab_maps, measured_geometry
+        lab = scan.get("lab") or {}
+        maps = lab_maps(result.obj, result.support, scan, spacing=lab.get("spacing"), frame=lab.get("frame", "lab"),
+                        q_axis=lab.get("q_axis", 2))
+        geo = measured_geometry(maps, None if geo is None else geo.hkl, scan["scan"]["energy_keV"])
+        opts["centre"] = False          # the orthogonal grid is not periodic
+        grid_origin = tuple(maps["origin"])
+        processed = canonical(postprocess(maps["object"], maps["support"], geo, **opts), maps["object"].shape)
+        processed.info["frame"] = maps["frame"]
+    else:
+        processed = canonical(postprocess(result.obj, result.support, geo, **opts), np.shape(result.obj))
     if png is not None:
         from cdi_plugins.report.plots import write_png
         write_png(png, result, processed, overwrite=overwrite, protect=protect, title=title)
@@ -120,7 +134,7 @@ def report(result, *, png=None, vti=None, html=None, geometry=None, options: dic
     if vti is not None:
         from cdi_plugins.io import write_vti
         spacing = processed.voxel_size or (1.0, 1.0, 1.0)
-        origin = [o * d for o, d in zip(processed.origin, spacing)]
+        origin = [g + o * d for g, o, d in zip(grid_origin, processed.origin, spacing)]
         write_vti(vti, processed.arrays(), spacing=spacing, origin=origin, overwrite=overwrite, protect=protect)
     return processed
 
