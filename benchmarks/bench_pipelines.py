@@ -65,14 +65,14 @@ def main(argv=None) -> int:
     over = [("threads", args.threads)]
     warm, _ = crystal(args.source, args.shape, 99, args.counts)
     for r in recipes:                               # imports, plans, weights: not counted
-        cdi_plugins.run(r, data=warm, overrides=over)
+        cdi_plugins.run(r, data=warm, overrides=over, write=False)
     rows = {r: {"time": [], "wall": [], "chi2": [], "error": [], "beats": 0} for r in recipes}
     for seed in args.seeds:
         inten, truth = crystal(args.source, args.shape, seed, args.counts)
         base_chi2 = None
         for r in recipes:
             t0 = time.perf_counter()
-            res = cdi_plugins.run(r, data=inten, overrides=over)
+            res = cdi_plugins.run(r, data=inten, overrides=over, write=False)
             wall = time.perf_counter() - t0
             t = float(sum(res.timings))
             # the atomistic truth is in atoms per voxel, not on the data's scale: fit the scale too
