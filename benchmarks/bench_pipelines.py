@@ -18,9 +18,9 @@ once on an extra crystal that is not counted (imports, FFTW plans, the
 network's weights: costs a long-running session pays once).  Medians, because
 this machine is shared and noisy.
 
---source blob (default): cdi_plugins.simulate's faceted crystals, the data of
+--source blob (default): cdi_plugins.physics.simulate's faceted crystals, the data of
 the recipes' own ``data.simulate``; --source atomistic: the atomistic gold
-crystals the network was trained on (cdi_plugins.atomistic), at 64^3, from
+crystals the network was trained on (cdi_plugins.physics.atomistic), at 64^3, from
 seeds that training never used.
 """
 

@@ -1,4 +1,4 @@
-"""Tests for cdi_plugins.registry: entry-point loading, error isolation, lookup.
+"""Tests for cdi_plugins.core.registry: entry-point loading, error isolation, lookup.
 
 The third-party plugins here are real installed distributions: a package and a
 ``*.dist-info`` folder (METADATA + entry_points.txt) written to a temporary
