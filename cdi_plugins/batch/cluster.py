@@ -138,11 +138,13 @@ def _cluster_kwargs(kind: str, c: dict) -> dict:
     prologue = list(c.get("job_script_prologue") or [])
     if gpus:
         prologue.append(f"export CDI_GPUS_PER_JOB={gpus}")   # worker k of a job uses GPU k (cdi_plugins.batch.worker)
-    # one reconstruction at a time per worker: the job asks for all its cores (job_cpu), each worker runs 1 thread
-    kw = {"cores": processes, "job_cpu": c["cores"], "memory": c["memory"], "processes": processes,
+    # one reconstruction at a time per worker: the job asks for all its cores (Slurm job_cpu, PBS select),
+    # each worker runs one task thread
+    kw = {"cores": processes, "memory": c["memory"], "processes": processes,
           "walltime": c["walltime"],
           "job_extra_directives": extra, "job_script_prologue": prologue}
     if kind == "slurm":
+        kw["job_cpu"] = c["cores"]
         if gpus:
             extra.append(f"--gres=gpu:{gpus}")
     elif kind == "pbs":
