@@ -57,8 +57,7 @@ def _preview(recipe, volume, steps, overrides, png, vti, threads):
     from cdi_plugins.pipeline import build_problem, run_plan
     from cdi_plugins.recipe import load_recipe
     from cdi_plugins.report import report
-    over = [*overrides, ("steps", steps), ("output.path", None), ("output.png", None), ("output.vti", None),
-            ("output.html", None)]
+    over = [*overrides, ("steps", steps)]   # the recipe's outputs are for the full run: nothing here writes them
     if threads:
         over.append(("threads", threads))
     plan = load_recipe(recipe, overrides=over, data="<array>").datasets[0]
