@@ -58,7 +58,8 @@ def test_a_half_written_last_frame_is_not_taken_until_it_settles(tmp_path):
 
 
 def test_rocking_curve_peak_and_padding():
-    assert not passed_peak([1, 2, 3]) and passed_peak([1, 5, 3]) and not passed_peak([1, 5, 4.9])
+    assert not passed_peak([1, 2, 3]) and passed_peak([1, 5, 2]) and not passed_peak([1, 5, 4])
+    assert not passed_peak([5, 1, 0.5, 0.4])   # a high first frame is not a rocking curve's peak
     vol = pad_frames([np.ones((2, 2))] * 3, 5)
     assert vol.shape == (5, 2, 2) and vol[3:].sum() == 0
 

@@ -21,7 +21,7 @@ from cdi_plugins.errors import CDIError
 
 __all__ = ["WatchReport", "watch", "passed_peak", "pad_frames"]
 
-PEAK_DROP = 0.9   # the curve has passed its maximum once the last frame is below this fraction of the peak
+PEAK_DROP = 0.5   # passed the maximum: the first and the last frame below half the peak (past the FWHM)
 
 
 @dataclasses.dataclass
@@ -39,7 +39,7 @@ def passed_peak(curve) -> bool:
     if len(curve) < 3:
         return False
     peak = int(np.argmax(curve))
-    return peak < len(curve) - 1 and curve[-1] < PEAK_DROP * curve[peak]
+    return peak < len(curve) - 1 and max(curve[0], curve[-1]) < PEAK_DROP * curve[peak]
 
 
 def pad_frames(frames: list, expected: int | None) -> np.ndarray:
