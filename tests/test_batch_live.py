@@ -88,3 +88,51 @@ def test_watch_follows_a_scan_previews_it_and_runs_the_recipe_at_the_end(tmp_pat
     assert rep.batch.ok and os.path.exists(tmp_path / "out" / "scan_0121.cxi")
     assert any("rocking curve peak" in line for line in lines)
     assert sorted(os.listdir(frames)) == [f"scan_0121_{i:05d}.tif" for i in range(32)]   # inputs untouched
+
+
+def test_the_hdf5_source_follows_a_growing_swmr_file(tmp_path):
+    import h5py
+
+    from cdi_plugins.batch.frames import HDF5Source
+    volume = np.arange(8 * 6 * 6, dtype=np.float32).reshape(8, 6, 6)
+    path = str(tmp_path / "scan.h5")
+    with h5py.File(path, "w", libver="latest") as f:
+        ds = f.create_dataset("entry/data/data", shape=(0, 6, 6), maxshape=(None, 6, 6), dtype="f4", chunks=(1, 6, 6))
+        f.swmr_mode = True
+        src = HDF5Source(path, settle=0.2, interval=0.05)
+        try:
+            got = []
+            for i, frame in enumerate(volume):
+                ds.resize(i + 1, axis=0)
+                ds[i] = frame
+                ds.flush()
+                got += src.poll()                    # the newest frame is held back until it settles
+                assert [k for k, _ in got] == list(range(len(got))) and len(got) <= i
+            time.sleep(0.3)
+            got += src.poll()
+        finally:
+            src.close()
+    assert [k for k, _ in got] == list(range(8))
+    assert np.array_equal(np.stack([a for _, a in got]), volume)
+
+
+def test_cdi_watch_from_the_command_line(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch")
+    import concurrent.futures as cf
+
+    from tests.batch_helpers import cdi, use_executor
+    use_executor("threads", lambda options: cf.ThreadPoolExecutor(1))
+    volume = simulate_crystal(32, seed=4)["intensity"]
+    frames = tmp_path / "scan_0007"
+    frames.mkdir()
+    write_frames(str(frames), volume, pause=0, chunks=1)          # the whole scan is already there
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text("data: {simulate: {shape: 32}}\nfft: scipy\nthreads: 1\nsteps: 20*ER\n")
+    rc, out, err = cdi(capsys, "watch", "r.yaml", "--frames", frames, "--expected", "32", "--poll", "--settle",
+                       "0.2", "--timeout", "10", "--preview-every", "16", "--out-dir", "out", "--executor", "threads")
+    assert rc == 0, err
+    assert (tmp_path / "out" / "scan_0007.cxi").exists()
+    assert (tmp_path / "out" / "scan_0007_preview.png").read_bytes()[:4] == b"\x89PNG"
+    assert np.array_equal(np.load(tmp_path / "out" / "scan_0007_data.npy"), volume)
+    rc, out, err = cdi(capsys, "watch", "r.yaml", "--frames", tmp_path / "nothing.txt", "--poll")
+    assert rc == 2 and err.count("\n") == 1 and "no frame source reads this" in err
