@@ -18,9 +18,9 @@ once on an extra crystal that is not counted (imports, FFTW plans, the
 network's weights: costs a long-running session pays once).  Medians, because
 this machine is shared and noisy.
 
---source blob (default): cdi_plugins.simulate's faceted crystals, the data of
+--source blob (default): cdi_plugins.physics.simulate's faceted crystals, the data of
 the recipes' own ``data.simulate``; --source atomistic: the atomistic gold
-crystals the network was trained on (cdi_plugins.atomistic), at 64^3, from
+crystals the network was trained on (cdi_plugins.physics.atomistic), at 64^3, from
 seeds that training never used.
 """
 
@@ -65,14 +65,14 @@ def main(argv=None) -> int:
     over = [("threads", args.threads)]
     warm, _ = crystal(args.source, args.shape, 99, args.counts)
     for r in recipes:                               # imports, plans, weights: not counted
-        cdi_plugins.run(r, data=warm, overrides=over)
+        cdi_plugins.run(r, data=warm, overrides=over, write=False)
     rows = {r: {"time": [], "wall": [], "chi2": [], "error": [], "beats": 0} for r in recipes}
     for seed in args.seeds:
         inten, truth = crystal(args.source, args.shape, seed, args.counts)
         base_chi2 = None
         for r in recipes:
             t0 = time.perf_counter()
-            res = cdi_plugins.run(r, data=inten, overrides=over)
+            res = cdi_plugins.run(r, data=inten, overrides=over, write=False)
             wall = time.perf_counter() - t0
             t = float(sum(res.timings))
             # the atomistic truth is in atoms per voxel, not on the data's scale: fit the scale too

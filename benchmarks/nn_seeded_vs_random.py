@@ -24,7 +24,7 @@ def run(intensity, steps, seed=0):
     rec = {"name": "cmp", "data": {"path": "unused.npy"}, "backend": "numpy", "seed": seed,
            "params": {"er": {"shrink_wrap_period": 20}, "hio": {"beta": 0.9}, "raar": {"beta": 0.9}},
            "steps": steps}
-    return cdi_plugins.run(rec, data=intensity)
+    return cdi_plugins.run(rec, data=intensity, write=False)
 
 
 def error(res, truth, support):

@@ -67,3 +67,10 @@ def test_spec_reader_refuses_a_missing_scan_in_one_line():
 
     with pytest.raises(CDIError, match=r"no scan 9999 \(scans"):
         read_spec_34idc(SPEC, 9999)
+
+
+def test_cdi_plugins_lists_the_beamlines(capsys):
+    from cdi_plugins.cli import main
+    assert main(["plugins"]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("beamlines")][0]
+    assert ": ok" in line and "beamlines: aps_34idc, generic" in line

@@ -30,3 +30,18 @@ def test_results_folder_round_trip(tmp_path, er_result):
     (tmp_path / "other").mkdir()
     with pytest.raises(CDIError, match="not a cohere results folder"):
         write_cohere_results(er_result, tmp_path / "other", overwrite=True)
+
+
+def test_a_pickle_in_a_results_folder_is_never_unpickled(tmp_path, er_result):
+    import pickle
+
+    from tests.helpers import CodePayload
+    out = write_cohere_results(er_result, tmp_path / "rp")
+    marker = tmp_path / "pwned"
+    with open(os.path.join(out, "coherence.npy"), "wb") as fh:        # an object array: a pickle inside .npy
+        np.save(fh, np.array([CodePayload(str(marker))], dtype=object), allow_pickle=True)
+    with pytest.raises(CDIError):
+        read_cohere_results(out)
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(CodePayload(str(marker))))   # the payload is real: unpickling it does run
+    assert marker.exists()

@@ -1,4 +1,4 @@
-"""Tests for cdi_plugins.metrics: chi2 and compare_to_truth."""
+"""Tests for cdi_plugins.compute.metrics: chi2 and compare_to_truth."""
 
 import numpy as np
 import pytest

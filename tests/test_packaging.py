@@ -18,6 +18,7 @@ reg = get_registry()
 print(json.dumps({"file": cdi_plugins.__file__,
                   "plugins": {p.name: p.status for p in reg.plugins},
                   "algorithms": reg.names(), "commands": sorted(reg.commands), "beamlines": sorted(reg.beamlines),
+                  "executors": sorted(reg.executors), "frame_sources": sorted(reg.frame_sources),
                   "weights": {k: os.path.getsize(v) for k, v in builtin_weights().items()}}))
 """
 
@@ -50,7 +51,8 @@ def test_a_wheel_installs_every_plugin_and_the_weights(tmp_path):
     import json
     got = json.loads(proc.stdout)
     assert got["file"].startswith(str(site))                      # the installed copy, not the checkout
-    assert got["plugins"] == {"ad": "ok", "beamlines": "ok", "cohere": "ok", "iterative": "ok", "nn": "ok"}
+    assert got["plugins"] == {"ad": "ok", "batch": "ok", "beamlines": "ok", "cohere": "ok", "iterative": "ok", "nn": "ok"}
+    assert got["executors"] == ["dask", "local", "pbs", "slurm"] and got["frame_sources"] == ["folder", "hdf5"]
     assert got["beamlines"] == ["aps_34idc", "generic"]
     assert got["algorithms"] == ["ad", "cohere", "er", "hio", "nn", "raar"]
     assert {"train", "nn-eval", "import-cohere"} <= set(got["commands"])

@@ -1,4 +1,4 @@
-"""Tests for cdi_plugins.params: typed parameters, bounds, choices, defaults, schema."""
+"""Tests for cdi_plugins.core.params: typed parameters, bounds, choices, defaults, schema."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for cdi_plugins.postprocess: phase ramp, centring, unwrapping, displacement and strain."""
+"""Tests for cdi_plugins.physics.postprocess: phase ramp, centring, unwrapping, displacement and strain."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for cdi_plugins.prepare and data.prepare in recipes: masks, threshold, binning, centring, sizes."""
+"""Tests for cdi_plugins.physics.prepare and data.prepare in recipes: masks, threshold, binning, centring, sizes."""
 
 from __future__ import annotations
 

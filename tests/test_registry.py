@@ -1,4 +1,4 @@
-"""Tests for cdi_plugins.registry: entry-point loading, error isolation, lookup.
+"""Tests for cdi_plugins.core.registry: entry-point loading, error isolation, lookup.
 
 The third-party plugins here are real installed distributions: a package and a
 ``*.dist-info`` folder (METADATA + entry_points.txt) written to a temporary
@@ -425,3 +425,10 @@ def test_a_plugin_that_raises_in_run_is_one_line_naming_step_algorithm_and_plugi
     assert main(["--debug", "run", str(rec), "--out", str(tmp_path / "o.cxi")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "state.obj * xp.float32" in err and err.endswith("the traceback)\n")
+
+
+def test_cdi_plugins_lists_executors_and_frame_sources(capsys):
+    reset_registry(Registry())
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "executors: local, dask, slurm, pbs  frame sources: folder, hdf5" in out

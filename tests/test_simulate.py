@@ -1,4 +1,4 @@
-"""Tests for cdi_plugins.simulate.simulate_crystal."""
+"""Tests for cdi_plugins.physics.simulate.simulate_crystal."""
 
 import time
 

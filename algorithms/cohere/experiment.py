@@ -170,7 +170,7 @@ def read_cohere_data(path) -> np.ndarray:
             import tifffile
             amp = tifffile.imread(p).transpose()
         else:
-            amp = np.load(p)
+            amp = np.load(p, allow_pickle=False)
     except Exception as exc:
         raise CDIError(f"cannot read cohere data: {exc}", p) from None
     amp = np.abs(np.asarray(amp, dtype=np.float64))

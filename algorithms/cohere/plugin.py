@@ -203,11 +203,11 @@ def _run(problem, state, params, ctx, ph, dvut, be, pkg, conf, unc, exact_chi):
         if params["continue_dir"]:
             d = params["continue_dir"]
             try:
-                image = np.load(os.path.join(d, "image.npy"))
+                image = np.load(os.path.join(d, "image.npy"), allow_pickle=False)
                 if os.path.exists(os.path.join(d, "support.npy")):
-                    support = np.load(os.path.join(d, "support.npy")) > 0
+                    support = np.load(os.path.join(d, "support.npy"), allow_pickle=False) > 0
                 if os.path.exists(os.path.join(d, "coherence.npy")):
-                    coherence = np.load(os.path.join(d, "coherence.npy"))
+                    coherence = np.load(os.path.join(d, "coherence.npy"), allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise CDIError(f"cannot read the cohere results folder: {exc}", d) from None
             if image.shape != problem.shape:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from cdi_plugins.cli.batch import add_batch_parser, add_watch_parser
 from cdi_plugins.cli.commands import (cmd_algorithms, cmd_compare, cmd_plugins, cmd_report, cmd_run, cmd_simulate,
                                       cmd_validate)
 from cdi_plugins.errors import CDIError
@@ -96,11 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
 
+    add_batch_parser(sub)
+    add_watch_parser(sub)
+
     _add_plugin_commands(sub)
     return p
 
 
-BUILTIN_COMMANDS = ("run", "validate", "algorithms", "plugins", "simulate", "report", "compare")
+BUILTIN_COMMANDS = ("run", "validate", "algorithms", "plugins", "simulate", "report", "compare", "batch", "watch")
 
 
 def _add_plugin_commands(sub) -> None:

@@ -97,8 +97,10 @@ def cmd_plugins(args) -> int:
     for p in reg.plugins:
         algs = ", ".join(p.algorithms) or "-"
         ver = f" ({p.version})" if p.version else ""
-        cmds = f"  commands: {', '.join(p.commands)}" if p.commands else ""
-        print(f"{p.name}{ver}: {p.status}  {p.source}  algorithms: {algs}{cmds}")
+        extra = "".join(f"  {label}: {', '.join(names)}" for label, names in (
+            ("commands", p.commands), ("executors", p.executors), ("frame sources", p.frame_sources),
+            ("beamlines", p.beamlines)) if names)
+        print(f"{p.name}{ver}: {p.status}  {p.source}  algorithms: {algs}{extra}")
         if p.error:
             print(f"    error: {p.error}")
     return 0

@@ -17,7 +17,9 @@ announced to the world through the ``cdi_plugins`` entry-point group::
 
 The built-in algorithms register through exactly this mechanism.  A plugin can also add ``cdi``
 subcommands with ``cdi_register_commands`` (see :mod:`cdi_plugins.core.commands`); the neural
-network's ``train`` and cohere's ``import-cohere`` come in that way.
+network's ``train`` and cohere's ``import-cohere`` come in that way.  Executors for ``cdi batch`` and frame
+sources for ``cdi watch`` come through ``cdi_register_executors`` and ``cdi_register_frame_sources``
+(see :mod:`cdi_plugins.core.executors`).
 """
 
 import pluggy
@@ -47,6 +49,28 @@ def cdi_register_commands(register):
     ----------
     register : callable
         Call ``register(spec)`` once per :class:`cdi_plugins.core.commands.CommandSpec`.
+    """
+
+
+@hookspec
+def cdi_register_executors(register):
+    """Register executors for ``cdi batch`` (Dask, a cluster, a thread pool, Globus Compute ...).
+
+    Parameters
+    ----------
+    register : callable
+        Call ``register(spec)`` once per :class:`cdi_plugins.core.executors.ExecutorSpec`.
+    """
+
+
+@hookspec
+def cdi_register_frame_sources(register):
+    """Register live frame sources for ``cdi watch`` (a folder of TIFFs, a growing HDF5 file ...).
+
+    Parameters
+    ----------
+    register : callable
+        Call ``register(spec)`` once per :class:`cdi_plugins.core.executors.FrameSourceSpec`.
     """
 
 

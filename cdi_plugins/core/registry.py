@@ -22,10 +22,11 @@ import pluggy
 from cdi_plugins.core import hookspecs
 from cdi_plugins.core.beamline import BEAMLINE_NAME, BeamlineSpec
 from cdi_plugins.core.commands import COMMAND_NAME, CommandSpec
+from cdi_plugins.core.executors import SPEC_NAME, ExecutorSpec, FrameSourceSpec
 from cdi_plugins.errors import CDIError
 from cdi_plugins.core.params import ParamModel, suggest
 
-__all__ = ["AlgorithmSpec", "CommandSpec", "PluginInfo", "Registry", "get_registry", "reset_registry", "KINDS"]
+__all__ = ["AlgorithmSpec", "CommandSpec", "ExecutorSpec", "FrameSourceSpec", "PluginInfo", "Registry", "get_registry", "reset_registry", "KINDS"]
 
 log = logging.getLogger("cdi_plugins.registry")
 
@@ -92,6 +93,8 @@ class PluginInfo:
     algorithms: list = dataclasses.field(default_factory=list)
     version: str = ""
     commands: list = dataclasses.field(default_factory=list)
+    executors: list = dataclasses.field(default_factory=list)
+    frame_sources: list = dataclasses.field(default_factory=list)
     beamlines: list = dataclasses.field(default_factory=list)
 
 
@@ -109,6 +112,8 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self.algorithms: dict[str, AlgorithmSpec] = {}
         self.commands: dict[str, CommandSpec] = {}
+        self.executors: dict[str, ExecutorSpec] = {}
+        self.frame_sources: dict[str, FrameSourceSpec] = {}
         self.beamlines: dict[str, BeamlineSpec] = {}
         self.plugins: list[PluginInfo] = []
         if entry_points:
@@ -152,6 +157,8 @@ class Registry:
             return info
         for hook, add in ((self.pm.hook.cdi_register_algorithms, self._add),
                           (self.pm.hook.cdi_register_commands, self._add_command),
+                          (self.pm.hook.cdi_register_executors, self._add_executor),
+                          (self.pm.hook.cdi_register_frame_sources, self._add_frame_source),
                           (self.pm.hook.cdi_register_beamlines, self._add_beamline)):
             for impl in [i for i in hook.get_hookimpls() if i.plugin is plugin]:
                 def register(spec, _info=info, _add=add):
@@ -178,6 +185,21 @@ class Registry:
         if not callable(spec.run) or not callable(spec.arguments):
             raise TypeError(f"command {spec.name!r}: run and arguments must be callable")
         self._claim(self.commands, info.commands, "command", spec, info)
+
+    def _add_executor(self, spec: ExecutorSpec, info: PluginInfo) -> None:
+        self._add_named(spec, ExecutorSpec, "executor", self.executors, info.executors, info)
+
+    def _add_frame_source(self, spec: FrameSourceSpec, info: PluginInfo) -> None:
+        self._add_named(spec, FrameSourceSpec, "frame source", self.frame_sources, info.frame_sources, info)
+
+    def _add_named(self, spec, cls, what: str, table: dict, listed: list, info: PluginInfo) -> None:
+        if not isinstance(spec, cls):
+            raise TypeError(f"register() expects an {cls.__name__}, got {type(spec).__name__}")
+        if not SPEC_NAME.match(spec.name):
+            raise ValueError(f"{what} name {spec.name!r} must be lower-case letters, digits, _ and -")
+        if not callable(spec.make):
+            raise TypeError(f"{what} {spec.name!r}: make is not callable")
+        self._claim(table, listed, what, spec, info)
 
     def _add_beamline(self, spec: BeamlineSpec, info: PluginInfo) -> None:
         if not isinstance(spec, BeamlineSpec):
@@ -236,6 +258,22 @@ class Registry:
             known = ", ".join(sorted(self.algorithms)) or "none (no plugin loaded: is cdi-plugins installed?)"
             raise CDIError(f"unknown algorithm '{name}'{suggest(str(name).lower(), self.algorithms)}; "
                            f"registered: {known}", where)
+        return spec
+
+    def executor(self, name: str, where: str | None = "--executor") -> ExecutorSpec:
+        """The executor called *name*, or CDIError listing the registered ones."""
+        return self._lookup(self.executors, "executor", name, where)
+
+    def frame_source(self, name: str, where: str | None = "--source") -> FrameSourceSpec:
+        """The frame source called *name*, or CDIError listing the registered ones."""
+        return self._lookup(self.frame_sources, "frame source", name, where)
+
+    @staticmethod
+    def _lookup(table: dict, what: str, name: str, where: str | None):
+        spec = table.get(str(name))
+        if spec is None:
+            raise CDIError(f"unknown {what} '{name}'{suggest(str(name), table)}; registered: "
+                           f"{', '.join(sorted(table)) or 'none'}", where)
         return spec
 
     def names(self) -> list[str]:

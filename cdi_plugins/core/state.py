@@ -185,7 +185,7 @@ class Context:
 
     Attributes
     ----------
-    backend : cdi_plugins.backend.Backend
+    backend : cdi_plugins.compute.backend.Backend
         Array namespace (``backend.xp``) and FFT engine.
     rng : numpy.random.Generator
         Seeded generator; use it for every random choice so runs reproduce.

@@ -106,6 +106,12 @@ def write_cohere_results(result, directory, *, overwrite: bool = False) -> str:
     return target
 
 
+def _optional(d: str, name: str):
+    """``d/name`` as an array (never unpickled), or None when the file is not there."""
+    p = os.path.join(d, name)
+    return np.load(p, allow_pickle=False) if os.path.exists(p) else None
+
+
 def read_cohere_results(directory) -> dict:
     """Read a cohere ``results_phasing`` folder (ours or cohere's).
 
@@ -118,12 +124,11 @@ def read_cohere_results(directory) -> dict:
     if not os.path.isfile(p):
         raise CDIError("not a cohere results folder: no image.npy", d)
     try:
-        image = np.load(p)
-        support = np.load(os.path.join(d, "support.npy")) > 0 if os.path.exists(os.path.join(d, "support.npy")) \
-            else np.abs(image) > 0
-        errors = np.load(os.path.join(d, "errors.npy")) if os.path.exists(os.path.join(d, "errors.npy")) else None
-        coherence = np.load(os.path.join(d, "coherence.npy")) if os.path.exists(
-            os.path.join(d, "coherence.npy")) else None
+        image = np.load(p, allow_pickle=False)     # a pickle in a shared folder must not run code
+        support = _optional(d, "support.npy")
+        support = support > 0 if support is not None else np.abs(image) > 0
+        errors = _optional(d, "errors.npy")
+        coherence = _optional(d, "coherence.npy")
         metrics = None
         if os.path.exists(os.path.join(d, "metrics.txt")):
             with open(os.path.join(d, "metrics.txt")) as fh:

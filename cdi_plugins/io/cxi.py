@@ -17,7 +17,7 @@ Layout written by :func:`write_cxi`::
                                                    steps_json, dataset
     /entry_1/image_2/data, title = "truth"         true object, if known
 
-:func:`load_cxi` reads such a file back into a :class:`~cdi_plugins.result.Result`.
+:func:`load_cxi` reads such a file back into a :class:`~cdi_plugins.core.result.Result`.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def _write(f, result: Result) -> None:
 
 
 def write_cxi(result: Result, path, *, overwrite: bool = False, protect=()) -> None:
-    """Write a :class:`~cdi_plugins.result.Result` as a CXI 1.6-style HDF5 file.
+    """Write a :class:`~cdi_plugins.core.result.Result` as a CXI 1.6-style HDF5 file.
 
     The file is written to a hidden temporary file and moved into place only
     when complete (see :func:`~cdi_plugins.io.atomic.atomic_path`).

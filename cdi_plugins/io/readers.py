@@ -406,7 +406,7 @@ def read_intensity(path, *, dataset: str | None = None) -> np.ndarray:
     -------
     numpy.ndarray of float32, shape (n0, n1, n2)
         A fresh copy.  NaN, infinities and negative values are *not* checked
-        here (:meth:`cdi_plugins.state.Problem.from_array` does that).
+        here (:meth:`cdi_plugins.core.state.Problem.from_array` does that).
 
     Raises
     ------

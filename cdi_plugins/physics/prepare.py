@@ -1,7 +1,7 @@
 """Prepare a measured diffraction pattern for phase retrieval.
 
 A recipe's ``data.prepare`` mapping lists what to do to the raw stack before a
-:class:`~cdi_plugins.state.Problem` is built from it::
+:class:`~cdi_plugins.core.state.Problem` is built from it::
 
     data:
       path: scan_0042.h5

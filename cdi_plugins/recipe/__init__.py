@@ -11,7 +11,7 @@ Shape of a recipe (every key but ``steps`` optional)::
       dataset: /entry_1/data_1/data   # HDF5 only
       mask: mask.npy            #   True/non-zero = not measured
       free_fraction: 0.0        #   held-out pixels for an unbiased chi2_free
-      prepare: {threshold: 2, centre: max, shape: auto}   # see cdi_plugins.prepare
+      prepare: {threshold: 2, centre: max, shape: auto}   # see cdi_plugins.physics.prepare
     # data: {simulate: {shape: 64, seed: 1}}     ... or a simulated crystal
     backend: auto               # auto | numpy | cupy
     fft: auto                   # auto | pyfftw | scipy | cupy

@@ -120,7 +120,7 @@ class DatasetPlan:
     base_dir: str
     source: str
     average: int = 1  # average the k best runs
-    geometry: dict | None = None  # validated Bragg geometry (cdi_plugins.postprocess.validate_geometry)
+    geometry: dict | None = None  # validated Bragg geometry (cdi_plugins.physics.postprocess.validate_geometry)
     postprocess: dict = dataclasses.field(default_factory=dict)
     prepare_where: dict = dataclasses.field(default_factory=dict)  # recipe location of each data.prepare key
 

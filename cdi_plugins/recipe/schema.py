@@ -33,7 +33,8 @@ __all__ = ["TOP_KEYS", "DATA_KEYS", "OUTPUT_KEYS", "DATASET_KEYS", "SETTINGS", "
 
 TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", "runs", "average", "params",
             "steps",
-            "geometry", "postprocess", "output", "datasets")
+            "geometry", "postprocess", "output", "datasets",
+            "cluster")  # cluster: read by cdi batch (cdi_plugins.batch.cluster), not by a run
 DATA_KEYS = ("path", "dataset", "mask", "mask_dataset", "simulate", "free_fraction", "prepare") + SCAN_KEYS
 OUTPUT_KEYS = ("path", "overwrite", "png", "vti", "html", "cohere_dir")
 DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "runs", "average", "params", "steps",

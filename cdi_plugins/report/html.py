@@ -318,7 +318,7 @@ def write_html(path, result, processed, *, overwrite: bool = False, protect=(), 
     path : str or os.PathLike
     result : Result
     processed : Processed
-        From :func:`cdi_plugins.postprocess.postprocess`.
+        From :func:`cdi_plugins.physics.postprocess.postprocess`.
     overwrite : bool
         Whether an existing *path* may be replaced.
     protect : iterable of paths

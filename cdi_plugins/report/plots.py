@@ -189,7 +189,7 @@ def figure(result, processed, *, title: str | None = None):
     result : Result
         For the history, the dataset name and the source.
     processed : Processed
-        From :func:`cdi_plugins.postprocess.postprocess`.
+        From :func:`cdi_plugins.physics.postprocess.postprocess`.
     title : str, optional
     """
     from matplotlib.figure import Figure

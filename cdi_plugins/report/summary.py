@@ -3,10 +3,10 @@
 :func:`summarize` gives the numbers that say whether a reconstruction of real
 data (no truth known) can be trusted: how far chi^2 fell, how compact the
 support is.  :func:`report` post-processes a result
-(:func:`cdi_plugins.postprocess.postprocess`), puts it in the canonical twin
+(:func:`cdi_plugins.physics.postprocess.postprocess`), puts it in the canonical twin
 orientation (:func:`cdi_plugins.report.orientation.canonical`, so that all
 its files show the same crystal) and writes the picture
-(:func:`cdi_plugins.plots.write_png`), the self-contained HTML page with a 3-D
+(:func:`cdi_plugins.report.plots.write_png`), the self-contained HTML page with a 3-D
 view (:func:`cdi_plugins.report.html.write_html`) and the ``.vti`` file
 (:func:`cdi_plugins.io.write_vti`).  :func:`compare` measures how well two
 reconstructions of the same data agree.
@@ -34,7 +34,7 @@ def summarize(result) -> dict:
     dict
         ``chi2_start``, ``chi2_end`` (first and last history record),
         ``chi2_ratio`` (end / start), ``iterations``, and the
-        :func:`~cdi_plugins.metrics.support_stats` of the support
+        :func:`~cdi_plugins.compute.metrics.support_stats` of the support
         (``support_fraction``, ``components``, ``largest``).
     """
     hist = list(result.history or [])
@@ -85,7 +85,7 @@ def report(result, *, png=None, vti=None, html=None, geometry=None, options: dic
     geometry : Geometry or dict, optional
         Default: the geometry stored with the result (a recipe's ``geometry:``).
     options : dict, optional
-        :data:`~cdi_plugins.postprocess.POSTPROCESS` options (``remove_ramp``,
+        :data:`~cdi_plugins.physics.postprocess.POSTPROCESS` options (``remove_ramp``,
         ``centre``, ``zero_phase``, ``unwrap``, ``crop``, ``margin``); default:
         those stored with the result, else the defaults.
     overwrite : bool
@@ -150,7 +150,7 @@ def compare(a, b) -> dict:
     Returns
     -------
     dict
-        :func:`~cdi_plugins.metrics.agreement` (``difference``, ``twin``,
+        :func:`~cdi_plugins.compute.metrics.agreement` (``difference``, ``twin``,
         ``shift``, ``phase``).
 
     Raises
