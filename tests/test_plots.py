@@ -17,26 +17,13 @@ from cdi_plugins.report.orientation import AS_RECONSTRUCTED, FLIPPED, canonical
 from cdi_plugins.report.plots import (convergence_figure, figure, fit_suptitle, iteration_times,
                                       write_convergence_png, write_png)
 from tests.helpers import PNG_MAGIC, made  # noqa: F401  (made: fixture)
-
-GEOMETRY = {"hkl": [1, 1, 1], "lattice_constant": 4.078, "energy": 9.0, "voxel_size": 10}
-
+from tests.test_orientation import GEOMETRY, _support_twin, crystal  # noqa: F401  (crystal: fixture)
 
 def _result(obj, support, **metadata) -> Result:
     history = [{"step": 1 + (i >= 20), "algorithm": "er" if i < 20 else "hio", "iteration": i % 20 + 1,
                 "chi2": 1.0 / (i + 1)} for i in range(40)]
     return Result(obj=obj, support=support, history=history, timings=[0.1, 0.2],
                   metadata={"source": "simulated crystal", **metadata})
-
-
-@pytest.fixture(scope="module")
-def crystal():
-    d = simulate_crystal(32, seed=1, noise=False)
-    obj = d["truth"] / np.abs(d["truth"]).max()
-    return obj, np.abs(obj) > 0.05
-
-
-def _support_twin(support):
-    return twin(support.astype(np.complex64)).real > 0.5
 
 
 def _imshow_arrays(fig):
