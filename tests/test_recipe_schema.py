@@ -165,3 +165,8 @@ def test_param_accept_rule_and_defaults_unchanged():
     model = ParamModel([Param("beta", "float", 0.9, low=0, high=1, low_open=True)])
     with pytest.raises(CDIError, match=r"'beta' = 1.5 is out of range \(0, 1\]"):
         model.validate({"beta": 1.5})
+
+
+def test_a_null_data_path_is_one_line():
+    with pytest.raises(CDIError, match=r"<recipe>:1: data.path: data.path must name the data file"):
+        load_recipe("data: {path: null}\nsteps: 5*ER\n")

@@ -171,6 +171,8 @@ def validate_data(doc: dict, where: _Where, base_dir: str) -> tuple[dict, dict]:
         raise CDIError("give exactly one of data.path or data.simulate", where.text("data"))
     # the file names first; free_fraction (in the same model) after the files exist and the sections pass
     values = DATA.validate({k: data[k] for k in _FILE_KEYS if k in data}, lambda key=None: dwhere.text(key))
+    if "path" in data and not data["path"]:
+        raise CDIError("data.path must name the data file (or give data.simulate)", dwhere.text("path"))
     if "path" in data and data["path"] != "<array>":
         p = data["path"] if os.path.isabs(data["path"]) else os.path.join(base_dir, data["path"])
         if not os.path.exists(p):
