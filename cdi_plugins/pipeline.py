@@ -25,7 +25,9 @@ from cdi_plugins.core.result import Result
 from cdi_plugins.core.state import Context, Problem, State
 
 __all__ = ["run", "run_all", "compare", "Comparison", "Job", "plan_jobs", "check_outputs", "write_outputs",
-           "build_problem", "run_plan", "versions", "save", "load"]
+           "build_problem", "run_plan", "run_timed", "versions", "save", "load", "DEFAULT_OUT"]
+
+DEFAULT_OUT = "{recipe}_{dataset}.cxi"   # where `cdi run` and `cdi batch` write a result the recipe does not place
 
 log = logging.getLogger("cdi_plugins")
 
@@ -412,8 +414,16 @@ def check_plan(plan: DatasetPlan, data: str | None = None) -> list[str]:
     return notes
 
 
-def _recipe_text(plan: DatasetPlan) -> str:
-    return yaml.safe_dump(plan.doc, sort_keys=False)
+def run_timed(plan: DatasetPlan, problem: Problem, progress=None) -> tuple[Result, float]:
+    """:func:`run_plan` and its wall-clock seconds; *progress* is closed afterwards when it has ``close()``
+    (a progress bar), even when the run fails."""
+    t0 = time.perf_counter()
+    try:
+        result = run_plan(plan, problem, progress=progress)
+    finally:
+        if progress is not None and hasattr(progress, "close"):
+            progress.close()
+    return result, time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------------------------ the API
@@ -459,7 +469,7 @@ def run(recipe, data: Any = None, *, dataset: str | None = None, overrides=(),
         if job is not None:
             check_outputs([job])
         problem = build_problem(plan, data)
-        result = run_plan(plan, problem, recipe_text=_recipe_text(plan), progress=progress)
+        result = run_plan(plan, problem, progress=progress)
         if job is not None:
             write_outputs(result, job)
     return result
@@ -477,7 +487,7 @@ def run_all(recipe, *, overrides=(), progress=None, write: bool = True) -> dict[
         out = {}
         for plan in rec.datasets:
             problem = build_problem(plan)
-            out[plan.name] = run_plan(plan, problem, recipe_text=_recipe_text(plan), progress=progress)
+            out[plan.name] = run_plan(plan, problem, progress=progress)
             if plan.name in jobs:
                 write_outputs(out[plan.name], jobs[plan.name])
     return out
@@ -542,13 +552,7 @@ def compare(recipes, *, data: Any = None, overrides=(), progress_for: Callable[[
         label = os.path.splitext(os.path.basename(os.fspath(path)))[0]
         if label in results:
             label = os.fspath(path)
-        bar = progress_for(label, plan) if progress_for else None
-        t0 = time.perf_counter()
-        try:
-            res = run_plan(plan, problem, recipe_text=_recipe_text(plan), progress=bar)
-        finally:
-            if bar is not None and hasattr(bar, "close"):
-                bar.close()
-        res.metadata["wall_seconds"] = time.perf_counter() - t0
+        res, wall = run_timed(plan, problem, progress_for(label, plan) if progress_for else None)
+        res.metadata["wall_seconds"] = wall
         results[label] = res
     return Comparison(problem=problem, results=results)

@@ -33,10 +33,10 @@ def reason(exc: BaseException) -> str:
 
 def plan_task(task: Task):
     """The :class:`~cdi_plugins.pipeline.Job` of *task*: its validated plan and the files it writes."""
-    from cdi_plugins.pipeline import plan_jobs
+    from cdi_plugins.pipeline import DEFAULT_OUT, plan_jobs
     from cdi_plugins.recipe import load_recipe
     rec = load_recipe(task.recipe, overrides=list(task.overrides), data=task.data)
-    jobs = plan_jobs({task.data: rec}, out=task.out, overwrite=task.overwrite, default_out="{recipe}_{dataset}.cxi")
+    jobs = plan_jobs({task.data: rec}, out=task.out, overwrite=task.overwrite, default_out=DEFAULT_OUT)
     return jobs[0]
 
 

@@ -20,14 +20,14 @@ def _overrides(items):
 
 
 def cmd_run(args) -> int:
-    from cdi_plugins.pipeline import build_problem, check_outputs, plan_jobs, write_outputs
+    from cdi_plugins.pipeline import DEFAULT_OUT, build_problem, check_outputs, plan_jobs, write_outputs
     from cdi_plugins.recipe import load_recipe
 
     overrides = _overrides(args.set)
     data_paths = [os.path.abspath(p) for p in args.data] if args.data else [None]
     rec = {d: load_recipe(args.recipe, overrides=overrides, data=d) for d in data_paths}
     jobs = plan_jobs(rec, dataset=args.dataset, out=args.out, overwrite=args.overwrite,
-                     default_out="{recipe}_{dataset}.cxi")
+                     default_out=DEFAULT_OUT)
     check_outputs(jobs)  # fail on an unwritable or forbidden output before computing anything
     for job in jobs:
         problem = build_problem(job.plan, job.data)

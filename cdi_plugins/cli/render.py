@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 __all__ = ["Progress", "preparation_lines", "run_with_progress", "summary"]
 
@@ -81,16 +80,8 @@ def preparation_lines(md: dict) -> list[str]:
 
 def run_with_progress(plan, problem, label: str, *, quiet: bool):
     """Run one dataset plan behind a progress bar; returns (Result, wall seconds)."""
-    import yaml
-
-    from cdi_plugins.pipeline import run_plan
-    bar = Progress(plan.iterations * plan.runs, label, enabled=not quiet)
-    t0 = time.perf_counter()
-    try:
-        result = run_plan(plan, problem, recipe_text=yaml.safe_dump(plan.doc, sort_keys=False), progress=bar)
-    finally:
-        bar.close()
-    return result, time.perf_counter() - t0
+    from cdi_plugins.pipeline import run_timed
+    return run_timed(plan, problem, Progress(plan.iterations * plan.runs, label, enabled=not quiet))
 
 
 def summary(result, path, seconds, extra_paths=()) -> str:
