@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from cdi_plugins.core import AlgorithmSpec, CDIError, Param, State, hookimpl
+from cdi_plugins.compute.kernels import KernelWork, project_modulus, update_object
 from cdi_plugins.compute.support import (autocorrelation_support, check_support_fraction, problem_cache,
                                          random_start, shrink_wrap)
 from cdi_plugins.core.params import check_support_guard, support_guard_params
@@ -146,21 +147,10 @@ def _make_run(name: str):
             ca, cb = 1.0, -params["beta"]
         else:
             ca, cb = params["beta"], 1.0 - 2.0 * params["beta"]
-        a = xp.empty(problem.shape, dtype=xp.float32)
-        r = xp.empty(problem.shape, dtype=xp.float32)
-        tmp = xp.empty(problem.shape, dtype=xp.complex64) if ca is not None else None
-
-        def support_index(s):
-            # The support is a few percent of the array: writing p there by index after a
-            # whole-array update of the outside costs less than any masked update (NumPy's
-            # copyto(where=) is as slow as an FFT pair at 128^3).
-            return xp.flatnonzero(s)
-
-        inside = support_index(s)
-        xf = x.reshape(-1)
+        work = KernelWork(xp, problem.shape, feedback=ca is not None)
+        inside = xp.flatnonzero(s)  # flat indices of the support (see update_object)
         chi = xp.zeros(n, dtype=xp.float32)
         chi_free = xp.zeros(n, dtype=xp.float32) if dd.free_idx is not None else None
-        tiny = xp.float32(1e-20)
         period = params["shrink_wrap_period"]
         sig0 = params["shrink_wrap_sigma"]
         sig1 = params["shrink_wrap_sigma_final"]
@@ -169,29 +159,12 @@ def _make_run(name: str):
         report_every = max(1, n // 100)
         for it in range(n):
             F = ws.forward()
-            xp.abs(F, out=a)
             if chi_free is not None:
-                diff = a.reshape(-1)[dd.free_idx] - dd.d_free
+                diff = xp.abs(F.reshape(-1)[dd.free_idx]) - dd.d_free
                 chi_free[it] = xp.vdot(diff, diff)
-            if dd.unc_idx is not None:
-                a.reshape(-1)[dd.unc_idx] = 0
-            xp.subtract(a, dd.d, out=r)
-            chi[it] = xp.vdot(r, r)
-            a += tiny  # no division by zero; 6x cheaper than maximum() and the same for any |F| > 1e-13
-            xp.divide(dd.dN, a, out=r)
-            if dd.unc_idx is not None:
-                r.reshape(-1)[dd.unc_idx] = dd.inv_n  # unconstrained: keep F (just undo the 1/N)
-            F *= r
+            chi[it] = project_modulus(work, F, dd.d, dd.dN, dd.inv_n, dd.unc_idx)
             p = ws.backward(F)
-            pf = p.reshape(-1)
-            if ca is None:  # ER: x = p inside S, 0 outside
-                x.fill(0)
-            else:  # x = ca * x + cb * p outside S (and, below, p inside)
-                if ca != 1.0:
-                    x *= xp.complex64(ca)
-                xp.multiply(p, xp.complex64(cb), out=tmp)
-                x += tmp
-            xf[inside] = pf[inside]
+            update_object(work, x, p, ca, cb, inside)
             if period and (it + 1) % period == 0:
                 sigma = sig0 + (sig1 - sig0) * (it / max(1, n - 1))
                 # HIO/RAAR: from the modulus projection p, not the iterate, whose feedback makes
@@ -201,7 +174,7 @@ def _make_run(name: str):
                 s = shrink_wrap(be, p if ca is not None else x, sigma, params["shrink_wrap_threshold"])
                 frac = float(s.sum()) / s.size
                 _guard(frac, params, ctx, name, it + 1)
-                inside = support_index(s)
+                inside = xp.flatnonzero(s)
                 support_records[it] = frac
             if (it + 1) % report_every == 0 or it + 1 == n:
                 c = float(chi[it]) / dd.norm
