@@ -23,10 +23,13 @@ def test_reconstruction_in_the_lab_frame_matches_the_crystal(name, tmp_path):
     assert recorded["bin"] == [1, 2, 2] and len(recorded["T_nm"]) == 3
     c = compare(result)
     print(name, c)
-    assert c["iou"] >= 0.8
+    # margins measured over seeds 0-5 of both geometries: IoU 0.93-0.96, extents within one grid step, strain
+    # slope 1.02-1.08, rms error 0.14-0.34 of the truth's spread, correlation 0.957-0.991
+    assert c["iou"] >= 0.85
     assert all(abs(e) <= max(c["voxel_nm"]) for e in c["extent_error_nm"])    # within one voxel on every lab axis
-    assert c["strain_correlation"] >= 0.85                                       # the strain field along the true Q
-    assert 0.6 <= c["strain_slope"] <= 1.6
+    assert c["strain_correlation"] >= 0.93                                       # the strain field along the true Q
+    assert 0.8 <= c["strain_slope"] <= 1.25
+    assert c["strain_rms_error"] <= 0.5 * c["strain_rms_truth"]
 
 
 @pytest.mark.parametrize("name", ["aps_34idc", "sixc_vertical"])
@@ -42,7 +45,9 @@ def test_the_true_object_orthogonalised_gives_the_true_strain(name):
     x, y, z = np.meshgrid(*[maps["origin"][i] + sp * np.arange(n) for i, n in enumerate(o.shape)], indexing="ij")
     truth = STRAIN_GRADIENT * (q_hat[0] * x + q_hat[1] * y + q_hat[2] * z)
     core = ndimage.binary_erosion(pp.strain_valid, iterations=2)
-    assert np.abs(pp.strain[core] - truth[core]).max() < 1e-4     # truth spans about +-2e-3
+    err = np.abs(pp.strain[core] - truth[core])
+    # truth spans about +-3e-3; the largest errors (interpolation at the cut facet) are 3.5% of that span, rms 0.4%
+    assert err.max() < 0.06 * np.ptp(truth[core]) and np.sqrt(np.mean(err ** 2)) < 0.01 * np.ptp(truth[core])
     assert np.polyfit(truth[core], pp.strain[core], 1)[0] == pytest.approx(1.0, abs=0.02)
 
 
