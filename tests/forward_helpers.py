@@ -6,7 +6,7 @@ import os
 import numpy as np
 import tifffile
 
-from cdi_plugins.physics.geometry import Diffractometer, ScanGeometry
+from cdi_plugins.physics.geometry import ScanGeometry
 from cdi_plugins.physics.postprocess import Geometry, postprocess
 from cdi_plugins.physics.scan import lab_maps, simulate_scan
 
@@ -52,9 +52,9 @@ def six_circle_vertical():
 
 
 def geometries():
-    id34c = Diffractometer("34idc", (("Theta", "y+"), ("Chi", "z-"), ("Phi", "y+")),
-                           (("Delta", "y+"), ("Gamma", "x-")), "z+", ("x+", "y-"))
+    from cdi_plugins.algorithms.beamlines import APS_34IDC_DIFFRACTOMETER
     from cdi_plugins.physics.geometry import validate_diffractometer
+    id34c = validate_diffractometer(APS_34IDC_DIFFRACTOMETER)     # what data.beamline: aps_34idc reads with
     six = validate_diffractometer(six_circle_vertical())
     return {
         "aps_34idc": ScanGeometry(id34c, 9.0, 0.5, (55e-6, 55e-6), (128, 128),

@@ -134,3 +134,41 @@ def test_a_spec_scan_of_another_length_is_refused_before_computing(tmp_path, mon
     err = capsys.readouterr().err
     assert "the scan has 16 points but" in err and "holds 15 frames" in err
     assert not (tmp_path / "out.cxi").exists()
+
+
+def test_the_direct_beam_pixel_comes_from_the_recipe_else_the_file_else_the_beamline(tmp_path):
+    import tifffile
+    from cdi_plugins.core.beamline import BeamlineSpec
+    from cdi_plugins.algorithms.beamlines import APS_34IDC_DIFFRACTOMETER
+    from cdi_plugins.physics.scan import load_scan, validate_scan
+
+    (tmp_path / "frames").mkdir()
+    for k in range(3):
+        tifffile.imwrite(tmp_path / "frames" / f"f_{k}.tif", np.ones((8, 8), np.int32))
+    (tmp_path / "m.nxs").write_text("stub")
+    recorded = {"energy": 9.0, "distance": 0.5, "rocking": "Theta", "step": 0.01, "frames": 3, "roi": [10, 18, 20, 28],
+                "angles": {"Theta": 0.0, "Chi": 90.0, "Phi": 0.0, "Delta": 30.0, "Gamma": 10.0}}
+
+    class Reg:
+        def __init__(self, md):
+            self.spec = BeamlineSpec("fake", "test", APS_34IDC_DIFFRACTOMETER,
+                                     {"pixel_size": [55e-6, 55e-6], "beam_centre": [255.5, 255.5]}, lambda p, s: md)
+
+        def beamline(self, name, where=""):
+            return self.spec
+
+    def where(key=None):
+        return f"r.yaml: data.{key}"
+
+    def centre(detector, md):
+        reg = Reg(md)
+        data = {"frames": "frames", "beamline": "fake", "spec": "m.nxs", "scan": 1, **detector}
+        scan = validate_scan(data, where, str(tmp_path), reg)
+        _, _, geom, report = load_scan(scan, reg, lambda p: np.ones((3, 8, 8), np.float32), None)
+        return geom.beam_centre, report["beam_centre"], report["beam_centre_source"]
+
+    # the beamline's default, seen from the frames' ROI (rows 10:18, columns 20:28 of the detector)
+    assert centre({}, recorded) == ((245.5, 235.5), [255.5, 255.5], "beamline fake")
+    assert centre({}, {**recorded, "beam_centre": [300, 200]}) == ((290, 180), [300.0, 200.0], "metadata file")
+    assert centre({"detector": {"beam_centre": [12, 21]}}, {**recorded, "beam_centre": [300, 200]}) == (
+        (2, 1), [12.0, 21.0], "recipe")
