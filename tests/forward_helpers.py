@@ -173,11 +173,44 @@ def compare(result):
             "strain_rms_truth": float(np.std(truth_strain[core])), "core_voxels": int(core.sum())}
 
 
+def write_example(folder, name="aps_34idc", seed=0, command=""):
+    """The frames of the forward model as a beamline would leave them (one 256 x 256 TIFF per rocking step, for
+    34-ID-C a SPEC file and 512 x 512 dark and white fields) and a recipe ``<folder>/<name>.yaml`` that reads
+    them, with paths relative to the recipe and outputs in *folder*."""
+    import yaml
+
+    write_scan(os.path.join(folder, "frames"), geometries()[name], seed=seed)
+    r = recipe(folder, name, seed=seed)
+    data = r["data"]
+    for key in ("frames", "spec", "dark", "white"):
+        if key in data:
+            data[key] = os.path.relpath(data[key], folder)
+    data["lab"] = {"frame": "lab"}
+    r.update({"name": name, "fft": "auto", "threads": None, "geometry": {"hkl": [1, 1, 1], "lattice_constant": 4.078},
+              "postprocess": {"remove_ramp": True, "unwrap": True, "crop": True, "margin": 4},
+              "output": {k: os.path.join(folder, f"{name}.{k if k != 'path' else 'cxi'}")
+                         for k in ("path", "png", "vti", "html")}})
+    del r["threads"]
+    path = os.path.join(folder, f"{name}.yaml")
+    with open(path, "w") as fh:
+        fh.write(f"# a simulated {name} scan (the forward model of tests/forward_helpers.py){command}\n")
+        yaml.safe_dump(r, fh, sort_keys=False, default_flow_style=None)
+    return path
+
+
 if __name__ == "__main__":   # python -m tests.forward_helpers: the figures quoted in the README
+    import sys
     import tempfile
 
     import cdi_plugins
 
+    if len(sys.argv) == 3 and sys.argv[1] == "--write-frames":
+        for name in geometries():
+            cmd = f": python -m tests.forward_helpers --write-frames {sys.argv[2]}"
+            print(f"wrote {write_example(os.path.join(sys.argv[2], name), name, command=cmd)} and its frames")
+        sys.exit(0)
+    if len(sys.argv) > 1:
+        sys.exit("usage: python -m tests.forward_helpers [--write-frames FOLDER]")
     for name, geom in geometries().items():
         with tempfile.TemporaryDirectory() as tmp:
             write_scan(os.path.join(tmp, "frames"), geom)

@@ -172,3 +172,41 @@ def test_the_direct_beam_pixel_comes_from_the_recipe_else_the_file_else_the_beam
     assert centre({}, {**recorded, "beam_centre": [300, 200]}) == ((290, 180), [300.0, 200.0], "metadata file")
     assert centre({"detector": {"beam_centre": [12, 21]}}, {**recorded, "beam_centre": [300, 200]}) == (
         (2, 1), [12.0, 21.0], "recipe")
+
+
+def test_report_puts_an_existing_result_in_the_lab_or_crystal_frame_with_axes_in_nm(tmp_path, monkeypatch, capsys):
+    from cdi_plugins.cli import main
+    from cdi_plugins.io import read_vti
+    from cdi_plugins.report import report
+    from cdi_plugins.report.plots import figure
+    _small_scan(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "r.yaml"]) == 0
+    result = cdi_plugins.load("out.cxi")
+    # the picture of a scan's result: axes are lab x, y, z in nm, and its extents are lab coordinates
+    processed = report(result)
+    labels = {ax.get_xlabel() for ax in figure(result, processed).axes} | {
+        ax.get_ylabel() for ax in figure(result, processed).axes}
+    assert {"lab x (nm)", "lab y (nm)", "lab z (nm)"} <= labels and not any(lb.startswith("axis ") for lb in labels)
+    capsys.readouterr()
+    assert main(["report", "out.cxi", "--frame", "crystal", "--q-axis", "2", "--spacing", "12",
+                 "--vti", "c.vti", "--png", "c.png"]) == 0
+    out = capsys.readouterr().out
+    assert "maps on an orthogonal crystal grid of 12 nm, Q along (+0.000, +0.000, +1.000)" in out
+    vti = read_vti("c.vti")
+    assert vti["spacing"] == pytest.approx((12.0,) * 3) and (tmp_path / "c.png").stat().st_size > 0
+    assert main(["report", "out.cxi", "--frame", "detector", "--vti", "d.vti"]) == 0     # the skewed grid, as is
+    assert read_vti("d.vti")["arrays"]["amplitude"].shape != vti["arrays"]["amplitude"].shape
+
+
+def test_lab_options_on_a_result_without_geometry_are_one_line(tmp_path, monkeypatch, capsys):
+    from cdi_plugins.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text("data:\n  simulate: {shape: 32}\nfft: scipy\nthreads: 1\n"
+                                     "steps: 5*ER\noutput: {path: plain.cxi}\n")
+    assert main(["run", "r.yaml"]) == 0
+    capsys.readouterr()
+    assert main(["report", "plain.cxi", "--frame", "lab", "--png", "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "plain.cxi carries no scan geometry" in err and not (tmp_path / "x.png").exists()

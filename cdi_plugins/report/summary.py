@@ -73,7 +73,7 @@ def _geometry(result, geometry) -> Geometry | None:
 
 
 def report(result, *, png=None, vti=None, html=None, geometry=None, options: dict | None = None,
-           overwrite: bool = False, protect=(), title: str | None = None) -> Processed:
+           overwrite: bool = False, protect=(), title: str | None = None, lab: dict | None = None) -> Processed:
     """Post-process *result* and write a PNG, an HTML page and/or a VTK image file.
 
     Parameters
@@ -93,6 +93,10 @@ def report(result, *, png=None, vti=None, html=None, geometry=None, options: dic
         Input files never to overwrite.
     title : str, optional
         Title of the picture and of the page.
+    lab : dict, optional
+        For a result of a raw scan (``metadata['scan_geometry']``): ``frame`` (``lab``, ``crystal`` or
+        ``detector``), ``q_axis`` (crystal frame: Q along x, y or z) and ``spacing`` (nm), over the
+        recipe's ``data.lab``.
 
     Returns
     -------
@@ -112,10 +116,12 @@ def report(result, *, png=None, vti=None, html=None, geometry=None, options: dic
     opts = POSTPROCESS.validate(opts, lambda key=None: f"postprocess.{key}" if key else "postprocess")
     grid_origin = (0.0, 0.0, 0.0)
     scan = (result.metadata or {}).get("scan_geometry")
-    if scan is not None and (scan.get("lab") or {}).get("frame", "lab") != "detector":
+    if lab and scan is None:
+        raise CDIError("this result carries no scan geometry: it cannot be put in the lab or crystal frame")
+    lab = {**((scan or {}).get("lab") or {}), **(lab or {})}
+    if scan is not None and lab.get("frame", "lab") != "detector":
         # a raw scan with its geometry: the maps on an orthogonal grid in nm, strain along the true Q
         from cdi_plugins.physics.scan import lab_maps, measured_geometry
-        lab = scan.get("lab") or {}
         maps = lab_maps(result.obj, result.support, scan, spacing=lab.get("spacing"), frame=lab.get("frame", "lab"),
                         q_axis=lab.get("q_axis", 2))
         geo = measured_geometry(maps, None if geo is None else geo.hkl, scan["scan"]["energy_keV"])
@@ -123,6 +129,7 @@ def report(result, *, png=None, vti=None, html=None, geometry=None, options: dic
         grid_origin = tuple(maps["origin"])
         processed = canonical(postprocess(maps["object"], maps["support"], geo, **opts), maps["object"].shape)
         processed.info["frame"] = maps["frame"]
+        processed.info["grid_origin_nm"] = list(grid_origin)
     else:
         processed = canonical(postprocess(result.obj, result.support, geo, **opts), np.shape(result.obj))
     if png is not None:
