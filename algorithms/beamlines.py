@@ -12,15 +12,22 @@ import os
 from cdi_plugins.core import CDIError, hookimpl
 from cdi_plugins.core.beamline import BeamlineSpec
 
-# cohere-beamlines' 34-ID-C definition (beamtime notes, section 1)
+# cohere's 34-ID-C definition (cohere-ui before the beamlines left it, beamlines/aps_34idc/diffractometers.py and
+# detectors.py): sample axes y+, z-, y+, detector axes y+, x-, beam z+, Timepix pixelorientation ('x+', 'y-').
+# cohere reads a TIFF transposed (cohere_core read_tif: imread(...).transpose()), so its 'x+' is the TIFF's X, the
+# areaDetector's fast axis: the columns of a frame as this package reads it (not transposed), and 'y-' its rows.
+# The #UIMR5 ROI (minX sizeX minY sizeY) follows the same rule: X cuts the columns (_uimr5_roi).
 APS_34IDC_DIFFRACTOMETER = {
     "name": "34idc",
     "sample_circles": [["Theta", "y+"], ["Chi", "z-"], ["Phi", "y+"]],
     "detector_circles": [["Delta", "y+"], ["Gamma", "x-"]],
     "beam": "z+",
-    "pixel_directions": ["x+", "y-"],
+    "pixel_directions": ["y-", "x+"],      # rows, columns of the frames as read (cohere's axes 1 and 0)
 }
-TIMEPIX = {"name": "34idcTIM2", "pixel_size": [55e-6, 55e-6], "shape": [512, 512], "beam_centre": [256, 256]}
+# The SPEC file does not record the direct-beam pixel and cohere has none (its B is taken a frame's size away from
+# the arm's axis): the default is the chip's geometric centre, the pixel on the detector arm's axis when the
+# Timepix is mounted centred.  A recipe that knows better sets data.detector.beam_centre.
+TIMEPIX = {"name": "34idcTIM2", "pixel_size": [55e-6, 55e-6], "shape": [512, 512], "beam_centre": [255.5, 255.5]}
 _MOTORS = ("Delta", "Theta", "Chi", "Phi", "Gamma", "camdist", "Energy")
 
 

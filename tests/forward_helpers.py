@@ -6,11 +6,16 @@ import os
 import numpy as np
 import tifffile
 
-from cdi_plugins.physics.geometry import Diffractometer, ScanGeometry
+from cdi_plugins.physics.geometry import ScanGeometry
 from cdi_plugins.physics.postprocess import Geometry, postprocess
 from cdi_plugins.physics.scan import lab_maps, simulate_scan
 
-SEMI_AXES = np.array([60.0, 45.0, 38.0])    # nm: ellipsoid semi-axes before rotation
+# nm: ellipsoid semi-axes before rotation.  With 60 x 45 x 38 nm the crystal was 7-12 voxels across (10-12 nm
+# voxels): after the 2-voxel erosion that keeps edge artefacts out, 58-104 voxels were left and the strain slope
+# of the six-circle came out 1.25-1.49 while the true object, orthogonalised the same way, gave 1.00 (the geometry
+# was right, the crystal too coarsely sampled).  At 1.5x that size (about 11-18 voxels across) both geometries give
+# slopes 1.02-1.08 over seeds 1-3.
+SEMI_AXES = np.array([90.0, 67.5, 57.0])
 CUT = 0.45                                   # the ellipsoid cut by a plane: not centrosymmetric (twin decided)
 STRAIN_GRADIENT = 4e-5                       # 1/nm: strain = a (q_hat . r), u_Q = a (q_hat . r)^2 / 2
 
@@ -47,9 +52,9 @@ def six_circle_vertical():
 
 
 def geometries():
-    id34c = Diffractometer("34idc", (("Theta", "y+"), ("Chi", "z-"), ("Phi", "y+")),
-                           (("Delta", "y+"), ("Gamma", "x-")), "z+", ("x+", "y-"))
+    from cdi_plugins.algorithms.beamlines import APS_34IDC_DIFFRACTOMETER
     from cdi_plugins.physics.geometry import validate_diffractometer
+    id34c = validate_diffractometer(APS_34IDC_DIFFRACTOMETER)     # what data.beamline: aps_34idc reads with
     six = validate_diffractometer(six_circle_vertical())
     return {
         "aps_34idc": ScanGeometry(id34c, 9.0, 0.5, (55e-6, 55e-6), (128, 128),
@@ -168,11 +173,44 @@ def compare(result):
             "strain_rms_truth": float(np.std(truth_strain[core])), "core_voxels": int(core.sum())}
 
 
+def write_example(folder, name="aps_34idc", seed=0, command=""):
+    """The frames of the forward model as a beamline would leave them (one 256 x 256 TIFF per rocking step, for
+    34-ID-C a SPEC file and 512 x 512 dark and white fields) and a recipe ``<folder>/<name>.yaml`` that reads
+    them, with paths relative to the recipe and outputs in *folder*."""
+    import yaml
+
+    write_scan(os.path.join(folder, "frames"), geometries()[name], seed=seed)
+    r = recipe(folder, name, seed=seed)
+    data = r["data"]
+    for key in ("frames", "spec", "dark", "white"):
+        if key in data:
+            data[key] = os.path.relpath(data[key], folder)
+    data["lab"] = {"frame": "lab"}
+    r.update({"name": name, "fft": "auto", "threads": None, "geometry": {"hkl": [1, 1, 1], "lattice_constant": 4.078},
+              "postprocess": {"remove_ramp": True, "unwrap": True, "crop": True, "margin": 4},
+              "output": {k: os.path.join(folder, f"{name}.{k if k != 'path' else 'cxi'}")
+                         for k in ("path", "png", "vti", "html")}})
+    del r["threads"]
+    path = os.path.join(folder, f"{name}.yaml")
+    with open(path, "w") as fh:
+        fh.write(f"# a simulated {name} scan (the forward model of tests/forward_helpers.py){command}\n")
+        yaml.safe_dump(r, fh, sort_keys=False, default_flow_style=None)
+    return path
+
+
 if __name__ == "__main__":   # python -m tests.forward_helpers: the figures quoted in the README
+    import sys
     import tempfile
 
     import cdi_plugins
 
+    if len(sys.argv) == 3 and sys.argv[1] == "--write-frames":
+        for name in geometries():
+            cmd = f": python -m tests.forward_helpers --write-frames {sys.argv[2]}"
+            print(f"wrote {write_example(os.path.join(sys.argv[2], name), name, command=cmd)} and its frames")
+        sys.exit(0)
+    if len(sys.argv) > 1:
+        sys.exit("usage: python -m tests.forward_helpers [--write-frames FOLDER]")
     for name, geom in geometries().items():
         with tempfile.TemporaryDirectory() as tmp:
             write_scan(os.path.join(tmp, "frames"), geom)

@@ -74,3 +74,19 @@ def test_cdi_plugins_lists_the_beamlines(capsys):
     assert main(["plugins"]) == 0
     line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("beamlines")][0]
     assert ": ok" in line and "beamlines: aps_34idc, generic" in line
+
+
+def test_34idc_pixels_follow_cohere_which_reads_tiffs_transposed():
+    # cohere-beamlines: QConversion(['y+','z-','y+'], ['y+','x-']), pixelorientation ('x+','y-') on frames read
+    # with read_tif = imread(...).transpose(): its channel 1 is a column of the frame as this package reads it
+    xu = pytest.importorskip("xrayutilities")
+    from cdi_plugins.algorithms.beamlines import APS_34IDC_DIFFRACTOMETER, TIMEPIX
+    from cdi_plugins.physics.geometry import ScanGeometry, validate_diffractometer
+    d = validate_diffractometer(APS_34IDC_DIFFRACTOMETER)
+    geom = ScanGeometry(d, 9.0, 0.5, tuple(TIMEPIX["pixel_size"]), (100.0, 140.0),
+                        {"Theta": 0.3, "Chi": 90.0, "Phi": -5.0, "Delta": 32.174, "Gamma": 12.6346}, "Theta", 0.005)
+    qc = xu.experiment.QConversion(["y+", "z-", "y+"], ["y+", "x-"], [0, 0, 1], en=9000.0)
+    qc.init_area("x+", "y-", cch1=140, cch2=100, Nch1=256, Nch2=256, distance=0.5, pwidth1=55e-6, pwidth2=55e-6)
+    cohere = np.stack(qc.area(0.3, 90.0, -5.0, 32.174, 12.6346), axis=-1) * 10.0     # [column, row]
+    ours = geom.q(0, np.arange(256)[:, None], np.arange(256)[None, :])                 # [row, column]
+    assert np.abs(ours - cohere.transpose(1, 0, 2)).max() <= 1e-6 * np.linalg.norm(cohere, axis=-1).max()

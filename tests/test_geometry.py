@@ -125,3 +125,20 @@ def test_yaml_diffractometer_is_checked_with_its_location():
                                  "pixel_directions": ["x+", "z+"]})
     with pytest.raises(CDIError, match="rocking motor 'Eta'"):
         detector_matrix(_scan(rocking="Eta"), (0, 0, 0))
+
+
+def test_a_shifted_beam_centre_shifts_q_as_xrayutilities_does():
+    xu = pytest.importorskip("xrayutilities")
+    rows, cols = np.arange(256)[:, None], np.arange(256)[None, :]
+    for centre in ((128, 128), (135.5, 116)):
+        qc = xu.experiment.QConversion(["y+", "z-", "y+"], ["y+", "x-"], [0, 0, 1], en=9000.0)
+        qc.init_area("x+", "y-", cch1=centre[0], cch2=centre[1], Nch1=256, Nch2=256, distance=0.5,
+                     pwidth1=55e-6, pwidth2=55e-6)
+        ref = np.stack(qc.area(0.3, 90.0, -5.0, 32.174, 12.6346), axis=-1) * 10.0
+        ours = _scan(beam_centre=centre).q(0, rows, cols)
+        assert np.abs(ours - ref).max() <= 1e-6 * np.linalg.norm(ref, axis=-1).max()
+    # moving the direct beam by (7.5, -12) pixels moves every q by what the pixel (r - 7.5, c + 12) had
+    a = _scan(beam_centre=(128, 128)).q(0, 100.0 - 7.5, 90.0 + 12)
+    b = _scan(beam_centre=(135.5, 116)).q(0, 100.0, 90.0)
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert np.linalg.norm(a - _scan(beam_centre=(128, 128)).q(0, 100.0, 90.0)) > 0.05   # 1/nm: not a no-op

@@ -23,10 +23,13 @@ def test_reconstruction_in_the_lab_frame_matches_the_crystal(name, tmp_path):
     assert recorded["bin"] == [1, 2, 2] and len(recorded["T_nm"]) == 3
     c = compare(result)
     print(name, c)
-    assert c["iou"] >= 0.8
+    # margins measured over seeds 0-5 of both geometries: IoU 0.92-0.96, extents within one grid step, strain
+    # slope 1.02-1.08, rms error 0.14-0.34 of the truth's spread, correlation 0.957-0.991
+    assert c["iou"] >= 0.85
     assert all(abs(e) <= max(c["voxel_nm"]) for e in c["extent_error_nm"])    # within one voxel on every lab axis
-    assert c["strain_correlation"] >= 0.85                                       # the strain field along the true Q
-    assert 0.6 <= c["strain_slope"] <= 1.6
+    assert c["strain_correlation"] >= 0.93                                       # the strain field along the true Q
+    assert 0.8 <= c["strain_slope"] <= 1.25
+    assert c["strain_rms_error"] <= 0.5 * c["strain_rms_truth"]
 
 
 @pytest.mark.parametrize("name", ["aps_34idc", "sixc_vertical"])
@@ -42,7 +45,9 @@ def test_the_true_object_orthogonalised_gives_the_true_strain(name):
     x, y, z = np.meshgrid(*[maps["origin"][i] + sp * np.arange(n) for i, n in enumerate(o.shape)], indexing="ij")
     truth = STRAIN_GRADIENT * (q_hat[0] * x + q_hat[1] * y + q_hat[2] * z)
     core = ndimage.binary_erosion(pp.strain_valid, iterations=2)
-    assert np.abs(pp.strain[core] - truth[core]).max() < 1e-4     # truth spans about +-2e-3
+    err = np.abs(pp.strain[core] - truth[core])
+    # truth spans about +-3e-3; the largest errors (interpolation at the cut facet) are 3.5% of that span, rms 0.4%
+    assert err.max() < 0.06 * np.ptp(truth[core]) and np.sqrt(np.mean(err ** 2)) < 0.01 * np.ptp(truth[core])
     assert np.polyfit(truth[core], pp.strain[core], 1)[0] == pytest.approx(1.0, abs=0.02)
 
 
@@ -129,3 +134,89 @@ def test_a_spec_scan_of_another_length_is_refused_before_computing(tmp_path, mon
     err = capsys.readouterr().err
     assert "the scan has 16 points but" in err and "holds 15 frames" in err
     assert not (tmp_path / "out.cxi").exists()
+
+
+def test_the_direct_beam_pixel_comes_from_the_recipe_else_the_file_else_the_beamline(tmp_path):
+    import tifffile
+    from cdi_plugins.core.beamline import BeamlineSpec
+    from cdi_plugins.algorithms.beamlines import APS_34IDC_DIFFRACTOMETER
+    from cdi_plugins.physics.scan import load_scan, validate_scan
+
+    (tmp_path / "frames").mkdir()
+    for k in range(3):
+        tifffile.imwrite(tmp_path / "frames" / f"f_{k}.tif", np.ones((8, 8), np.int32))
+    (tmp_path / "m.nxs").write_text("stub")
+    recorded = {"energy": 9.0, "distance": 0.5, "rocking": "Theta", "step": 0.01, "frames": 3, "roi": [10, 18, 20, 28],
+                "angles": {"Theta": 0.0, "Chi": 90.0, "Phi": 0.0, "Delta": 30.0, "Gamma": 10.0}}
+
+    class Reg:
+        def __init__(self, md):
+            self.spec = BeamlineSpec("fake", "test", APS_34IDC_DIFFRACTOMETER,
+                                     {"pixel_size": [55e-6, 55e-6], "beam_centre": [255.5, 255.5]}, lambda p, s: md)
+
+        def beamline(self, name, where=""):
+            return self.spec
+
+    def where(key=None):
+        return f"r.yaml: data.{key}"
+
+    def centre(detector, md):
+        reg = Reg(md)
+        data = {"frames": "frames", "beamline": "fake", "spec": "m.nxs", "scan": 1, **detector}
+        scan = validate_scan(data, where, str(tmp_path), reg)
+        _, _, geom, report = load_scan(scan, reg, lambda p: np.ones((3, 8, 8), np.float32), None)
+        return geom.beam_centre, report["beam_centre"], report["beam_centre_source"]
+
+    # the beamline's default, seen from the frames' ROI (rows 10:18, columns 20:28 of the detector)
+    assert centre({}, recorded) == ((245.5, 235.5), [255.5, 255.5], "beamline fake")
+    assert centre({}, {**recorded, "beam_centre": [300, 200]}) == ((290, 180), [300.0, 200.0], "metadata file")
+    assert centre({"detector": {"beam_centre": [12, 21]}}, {**recorded, "beam_centre": [300, 200]}) == (
+        (2, 1), [12.0, 21.0], "recipe")
+
+
+def test_report_puts_an_existing_result_in_the_lab_or_crystal_frame_with_axes_in_nm(tmp_path, monkeypatch, capsys):
+    from cdi_plugins.cli import main
+    from cdi_plugins.io import read_vti
+    from cdi_plugins.report import report
+    from cdi_plugins.report.plots import figure
+    _small_scan(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "r.yaml"]) == 0
+    result = cdi_plugins.load("out.cxi")
+    # the picture of a scan's result: axes are lab x, y, z in nm, and its extents are lab coordinates
+    processed = report(result)
+    labels = {ax.get_xlabel() for ax in figure(result, processed).axes} | {
+        ax.get_ylabel() for ax in figure(result, processed).axes}
+    assert {"lab x (nm)", "lab y (nm)", "lab z (nm)"} <= labels and not any(lb.startswith("axis ") for lb in labels)
+    capsys.readouterr()
+    assert main(["report", "out.cxi", "--frame", "crystal", "--q-axis", "2", "--spacing", "12",
+                 "--vti", "c.vti", "--png", "c.png"]) == 0
+    out = capsys.readouterr().out
+    assert "maps on an orthogonal crystal grid of 12 nm, Q along (+0.000, +0.000, +1.000)" in out
+    vti = read_vti("c.vti")
+    assert vti["spacing"] == pytest.approx((12.0,) * 3) and (tmp_path / "c.png").stat().st_size > 0
+    assert main(["report", "out.cxi", "--frame", "detector", "--vti", "d.vti"]) == 0     # the skewed grid, as is
+    assert read_vti("d.vti")["arrays"]["amplitude"].shape != vti["arrays"]["amplitude"].shape
+    # the skewed grid with every voxel at its lab position: the same crystal as the lab grid's, in nm
+    assert main(["report", "out.cxi", "--vti", "lab.vti", "--vts", "skewed.vts"]) == 0
+    sk, lab = read_vti("skewed.vts"), read_vti("lab.vti")
+    t = np.asarray(result.metadata["scan_geometry"]["T_nm"])
+    assert sk["points"][1, 0, 0] - sk["points"][0, 0, 0] == pytest.approx(t[:, 0], rel=1e-5)
+    on = sk["points"][sk["arrays"]["support"] > 0]
+    grid = np.argwhere(lab["arrays"]["support"] > 0) * lab["spacing"][0] + np.asarray(lab["origin"])
+    voxel = max(result.metadata["scan_geometry"]["voxel_nm"])
+    np.testing.assert_allclose(on.mean(axis=0), grid.mean(axis=0), atol=voxel)
+    np.testing.assert_allclose(np.ptp(on, axis=0), np.ptp(grid, axis=0), atol=1.5 * voxel)
+
+
+def test_lab_options_on_a_result_without_geometry_are_one_line(tmp_path, monkeypatch, capsys):
+    from cdi_plugins.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text("data:\n  simulate: {shape: 32}\nfft: scipy\nthreads: 1\n"
+                                     "steps: 5*ER\noutput: {path: plain.cxi}\n")
+    assert main(["run", "r.yaml"]) == 0
+    capsys.readouterr()
+    assert main(["report", "plain.cxi", "--frame", "lab", "--png", "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "plain.cxi carries no scan geometry" in err and not (tmp_path / "x.png").exists()

@@ -149,3 +149,20 @@ def test_reader_errors_name_the_file(tmp_path, arrays):
         read_vti(other)
     with pytest.raises(CDIError, match="missing.vti.*not found"):
         read_vti(tmp_path / "missing.vti")
+
+
+def test_vts_keeps_every_point_of_a_skewed_grid(tmp_path):
+    from cdi_plugins.io.vtk import write_vts
+    t = np.array([[10.0, 2.0, 0.0], [0.0, 9.0, 1.5], [3.0, 0.0, 12.0]])           # nm per index step
+    shape = (4, 5, 6)
+    n = np.stack(np.meshgrid(*[np.arange(k) - k // 2 for k in shape], indexing="ij"), axis=-1)
+    points = n @ t.T
+    amp = np.random.default_rng(0).random(shape).astype(np.float32)
+    write_vts(tmp_path / "a.vts", {"amplitude": amp, "support": amp > 0.5}, points)
+    assert header(tmp_path / "a.vts").get("type") == "StructuredGrid"
+    back = read_vti(tmp_path / "a.vts")
+    np.testing.assert_array_equal(back["arrays"]["amplitude"], amp)
+    np.testing.assert_allclose(back["points"], points, rtol=1e-6)        # float32 coordinates, nm
+    assert back["points"][1, 0, 0] - back["points"][0, 0, 0] == pytest.approx(t[:, 0])
+    with pytest.raises(CDIError, match="points must be"):
+        write_vts(tmp_path / "b.vts", {"amplitude": amp}, points[:-1])

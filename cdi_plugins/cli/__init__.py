@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-centre", action="store_true", help="do not move the object to the array centre")
     rp.add_argument("--no-crop", action="store_true", help="keep the whole array instead of cropping to the object")
     rp.add_argument("--margin", type=int, metavar="N", help="voxels kept around the support when cropping (default 4)")
+    rp.add_argument("--frame", choices=("lab", "crystal", "detector"),
+                    help="for a result of a raw scan (it carries its geometry): maps on an orthogonal lab grid, "
+                    "the crystal frame (Q along --q-axis) or the detector's skewed grid (default: the recipe's)")
+    rp.add_argument("--q-axis", type=int, choices=(0, 1, 2), help="crystal frame: Q along x (0), y (1) or z (2)")
+    rp.add_argument("--vts", metavar="PATH", help="a raw scan's result on its own skewed grid, every voxel at its "
+                    "lab position in nm (VTK StructuredGrid)")
+    rp.add_argument("--spacing", type=float, metavar="NM", help="orthogonal grid spacing (nm; default the finest "
+                    "axis of the reconstructed voxel)")
     rp.add_argument("--overwrite", action="store_true")
     rp.set_defaults(func=cmd_report)
 

@@ -161,11 +161,18 @@ def cmd_report(args) -> int:
         opts["margin"] = POSTPROCESS.params["margin"].check(args.margin, "--margin")
     protect = [args.result]
     from cdi_plugins.io import check_writable
-    for p in (args.png, args.vti, args.html):  # fail before computing anything
+    for p in (args.png, args.vti, args.html, args.vts):  # fail before computing anything
         if p:
             check_writable(p, overwrite=args.overwrite, protect=protect)
+    lab = {k: v for k, v in (("frame", args.frame), ("q_axis", args.q_axis), ("spacing", args.spacing))
+           if v is not None}
+    if (lab or args.vts) and not (result.metadata or {}).get("scan_geometry"):
+        raise CDIError(f"{args.result} carries no scan geometry (it was not reconstructed from raw frames with "
+                       "data.frames and a beamline): --frame, --q-axis, --spacing and --vts need one")
+    if args.spacing is not None and not args.spacing > 0:
+        raise CDIError(f"--spacing must be a positive number of nm, got {args.spacing:g}")
     processed = report(result, png=args.png, vti=args.vti, html=args.html, geometry=geometry, options=opts,
-                       overwrite=args.overwrite, protect=protect)
+                       overwrite=args.overwrite, protect=protect, lab=lab or None, vts=args.vts)
     print(f"{args.result}: dataset {result.dataset}, {'x'.join(map(str, result.obj.shape))} from "
           f"{(result.metadata or {}).get('source')}")
     print("  " + format_summary(result, summarize(result)))
@@ -174,6 +181,9 @@ def cmd_report(args) -> int:
         print(f"  phase ramp removed: {', '.join(f'{v:+.4f}' for v in info['ramp'])} rad/voxel")
     if processed.geometry is not None:
         print(f"  geometry: {processed.geometry.describe()}")
+    if info.get("frame") in ("lab", "crystal"):
+        print(f"  maps on an orthogonal {info['frame']} grid of {processed.voxel_size[0]:.3g} nm, Q along "
+              f"({', '.join(f'{v:+.3f}' for v in processed.geometry.q_direction)}) in x, y, z")
     if processed.strain is not None:
         print(f"  strain along Q inside the support: mean {info['strain_mean']:+.2e}, rms {info['strain_std']:.2e}")
     if processed.displacement is not None:
@@ -181,7 +191,7 @@ def cmd_report(args) -> int:
         print(f"  displacement along Q: {float(u.min()):+.3f} to {float(u.max()):+.3f} Angstrom")
     if info.get("note"):
         print(f"  note: {info['note']}")
-    written = [p for p in (args.png, args.vti, args.html) if p]
+    written = [p for p in (args.png, args.vti, args.html, args.vts) if p]
     if written:
         print(f"  wrote {', '.join(written)}")
     return 0

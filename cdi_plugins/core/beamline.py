@@ -7,7 +7,12 @@ what one scan recorded::
 
     {"energy": keV, "distance": m, "angles": {circle: degrees at frame 0}, "rocking": circle name,
      "step": degrees per frame, "frames": count, "rocking_values": [degrees per frame],
-     "roi": [row0, row1, col0, col1] of the frames in the full detector, or None}
+     "roi": [row0, row1, col0, col1] of the frames in the full detector, or None,
+     "beam_centre": [row, column] of the full detector hit by the direct beam at zero detector angles,
+                    when the file records it (a NeXus beam_center_x/y); optional}
+
+The direct-beam pixel used is the recipe's ``data.detector.beam_centre``, else the file's, else the
+beamline's ``detector["beam_centre"]``.
 
 The geometry itself (:mod:`cdi_plugins.physics.geometry`) validates the
 diffractometer when a recipe uses the beamline.

@@ -261,17 +261,21 @@ def validate_scan(data: dict, where, base_dir: str, registry) -> dict | None:
         if k not in _DETECTOR_KEYS:
             raise CDIError(f"unknown key '{k}'; allowed: {', '.join(_DETECTOR_KEYS)}", where(f"detector.{k}"))
     det.update(user_det)
-    for k in _DETECTOR_KEYS:
-        if det.get(k) is None:
-            raise CDIError(f"data.detector.{k} is needed (pixel_size in m, beam_centre as [row, column] of the "
-                           "full detector where the direct beam hits with the detector circles at 0)",
-                           where("detector"))
+    if det.get("pixel_size") is None:
+        raise CDIError("data.detector.pixel_size is needed (m, rows and columns)", where("detector"))
     out["pixel_size"] = _pair(det["pixel_size"], "data.detector.pixel_size", where("detector.pixel_size"))
     if out["pixel_size"][0] > 0.01:
         raise CDIError(f"data.detector.pixel_size is in metres (55 um = 55.0e-6), got {det['pixel_size']!r}",
                        where("detector.pixel_size"))
-    out["beam_centre"] = _pair(det["beam_centre"], "data.detector.beam_centre", where("detector.beam_centre"),
-                               positive=False)
+    # the direct-beam pixel: the recipe's, else what the metadata file records (read in load_scan), else the
+    # beamline's default; with none of them the scan cannot be placed in the lab
+    out["beam_centre"] = None if det.get("beam_centre") is None else _pair(
+        det["beam_centre"], "data.detector.beam_centre", where("detector.beam_centre"), positive=False)
+    out["beam_centre_source"] = ("recipe" if "beam_centre" in user_det else
+                                 f"beamline {spec.name}" if out["beam_centre"] is not None else None)
+    if out["beam_centre"] is None and (spec.name == "generic" or data.get("spec") is None):
+        raise CDIError("data.detector.beam_centre is needed ([row, column] of the full detector where the direct "
+                       "beam hits with the detector circles at 0)", where("detector"))
     md = data.get("metadata") or {}
     if not isinstance(md, dict):
         raise CDIError("data.metadata must be a mapping (energy, distance, angles, rocking, step)", where("metadata"))
@@ -350,14 +354,20 @@ def load_scan(scan: dict, registry, read_frames, read_field) -> tuple[np.ndarray
     except CDIError as e:
         raise e.at(where_field) from None
     offset = (roi[0], roi[2]) if roi is not None else (0, 0)
+    centre, source = scan["beam_centre"], scan.get("beam_centre_source")
+    if md.get("beam_centre") is not None and source != "recipe":
+        centre, source = [float(v) for v in md["beam_centre"]], "metadata file"
+    if centre is None:
+        raise CDIError("the direct-beam pixel is not in the metadata file: give data.detector.beam_centre "
+                       "([row, column] of the full detector)", w["spec"] if scan["spec"] else w["frames"])
     geom = ScanGeometry(scan["diffractometer"], values["energy"], values["distance"], tuple(scan["pixel_size"]),
-                        (scan["beam_centre"][0] - offset[0], scan["beam_centre"][1] - offset[1]), angles,
-                        values["rocking"], values["step"])
+                        (centre[0] - offset[0], centre[1] - offset[1]), angles, values["rocking"], values["step"])
     try:
         geom.check()
     except CDIError as e:
         raise e.at(w["metadata"]) from None
-    report.update({"roi": roi, "frames": n, "source": "spec" if scan["spec"] else "recipe"})
+    report.update({"roi": roi, "frames": n, "source": "spec" if scan["spec"] else "recipe",
+                   "beam_centre": [float(v) for v in centre], "beam_centre_source": source})
     if md.get("command"):
         report["scan_command"] = md["command"]
     return intensity, mask, geom, report

@@ -59,7 +59,7 @@ import numpy as np
 from cdi_plugins.errors import CDIError
 from cdi_plugins.io.atomic import atomic_path
 from cdi_plugins.report.orientation import canonical
-from cdi_plugins.report.plots import caption, history_by_step, panels
+from cdi_plugins.report.plots import axis_names, caption, grid_origin, history_by_step, panels
 
 __all__ = ["write_html", "page", "surface", "figures", "ISO_LEVEL", "MESH_MAX_EDGE"]
 
@@ -133,16 +133,18 @@ def surface(processed, *, level: float = ISO_LEVEL, max_edge: int = MESH_MAX_EDG
     filled = values[tuple(nearest)]
     colour = ndimage.map_coordinates(filled.astype(np.float64), idx.T, order=1, mode="nearest")
     spacing = np.asarray(processed.voxel_size or (1.0, 1.0, 1.0), dtype=np.float64)
-    xyz = (idx + np.asarray(processed.origin, dtype=np.float64)) * spacing
+    xyz = (idx + np.asarray(processed.origin, dtype=np.float64)) * spacing + np.asarray(grid_origin(processed))
     return {"vertices": xyz.astype(np.float32), "faces": faces.astype(np.int32),
             "values": colour.astype(np.float32), "name": row["name"], "label": row["label"],
-            "cmap": row["cmap"], "limits": row["limits"], "level": level, "step": step}
+            "cmap": row["cmap"], "limits": row["limits"], "level": level, "step": step,
+            "names": axis_names(processed)}
 
 
 def _surface_figure(surf: dict, unit: str):
     import plotly.graph_objects as go
 
     v, f = surf["vertices"], surf["faces"]
+    n = surf.get("names") or ("axis 0", "axis 1", "axis 2")
     units = "%" if surf["name"] == "strain" else "rad"
     mesh = go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
                      intensity=surf["values"], colorscale=_colorscale(surf["cmap"]),
@@ -150,17 +152,17 @@ def _surface_figure(surf: dict, unit: str):
                      colorbar={"title": {"text": surf["label"]}},
                      lighting={"ambient": 0.55, "diffuse": 0.8, "specular": 0.15, "roughness": 0.6},
                      flatshading=False, name="crystal",
-                     hovertemplate=(f"axis 0 %{{x:.1f}} {unit}<br>axis 1 %{{y:.1f}} {unit}<br>"
-                                    f"axis 2 %{{z:.1f}} {unit}<br>{surf['name']} %{{intensity:.3g}} {units}"
+                     hovertemplate=(f"{n[0]} %{{x:.1f}} {unit}<br>{n[1]} %{{y:.1f}} {unit}<br>"
+                                    f"{n[2]} %{{z:.1f}} {unit}<br>{surf['name']} %{{intensity:.3g}} {units}"
                                     "<extra></extra>"))
     fig = go.Figure(mesh)
     fig.update_layout(template="plotly_white", margin={"l": 0, "r": 0, "t": 30, "b": 0},
                       title={"text": f"isosurface at {surf['level']:g} of the maximum amplitude, coloured by "
                                      f"{surf['name']}", "font": {"size": 13}},
                       scene={"aspectmode": "data",
-                             "xaxis": {"title": {"text": f"axis 0 ({unit})"}},
-                             "yaxis": {"title": {"text": f"axis 1 ({unit})"}},
-                             "zaxis": {"title": {"text": f"axis 2 ({unit})"}}})
+                             "xaxis": {"title": {"text": f"{n[0]} ({unit})"}},
+                             "yaxis": {"title": {"text": f"{n[1]} ({unit})"}},
+                             "zaxis": {"title": {"text": f"{n[2]} ({unit})"}}})
     return fig
 
 
@@ -183,16 +185,16 @@ def _slices_figure(rows: list[dict]):
             left, right, bottom_, top_ = plane["extent"]
             dx, dy = (right - left) / img.shape[1], (bottom_ - top_) / img.shape[0]
             unit = plane["unit"]
-            a0, a1 = plane["axes"]
+            a0, a1 = plane["names"]
             fig.add_trace(go.Heatmap(z=np.ma.filled(img.astype(np.float32), np.nan), x0=left + dx / 2, dx=dx,
                                      y0=top_ + dy / 2, dy=dy, coloraxis=axis, hoverongaps=False,
-                                     hovertemplate=(f"axis {a1} %{{x:.1f}} {unit}<br>axis {a0} %{{y:.1f}} {unit}"
+                                     hovertemplate=(f"{a1} %{{x:.1f}} {unit}<br>{a0} %{{y:.1f}} {unit}"
                                                     f"<br>{row['label']}: %{{z:.3g}}<extra></extra>")),
                           row=r + 1, col=c + 1)
             k = 3 * r + c + 1
-            fig.update_xaxes(title_text=f"axis {a1} ({unit})", row=r + 1, col=c + 1, showgrid=False,
+            fig.update_xaxes(title_text=f"{a1} ({unit})", row=r + 1, col=c + 1, showgrid=False,
                              constrain="domain")
-            fig.update_yaxes(title_text=f"axis {a0} ({unit})", row=r + 1, col=c + 1, showgrid=False,
+            fig.update_yaxes(title_text=f"{a0} ({unit})", row=r + 1, col=c + 1, showgrid=False,
                              autorange="reversed", scaleanchor=f"x{k if k > 1 else ''}", constrain="domain")
     fig.update_layout(template="plotly_white", plot_bgcolor="rgb(217,217,217)",
                       margin={"l": 60, "r": 20, "t": 40, "b": 40})

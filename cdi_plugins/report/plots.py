@@ -22,9 +22,23 @@ from cdi_plugins.io.atomic import atomic_path
 from cdi_plugins.report.orientation import canonical, twin_caption
 
 __all__ = ["figure", "write_png", "convergence_figure", "write_convergence_png", "panels", "caption",
-           "fit_suptitle", "history_by_step"]
+           "fit_suptitle", "history_by_step", "axis_names", "grid_origin"]
 
 _AXES = ((1, 2), (0, 2), (0, 1))  # the two in-plane axes of the slice through axis 0, 1, 2
+
+
+def axis_names(processed) -> tuple[str, str, str]:
+    """What array axes 0, 1, 2 are: ``lab x, lab y, lab z`` (or ``crystal ...``) for maps on an orthogonal grid
+    of a scan's geometry (``info['frame']``), else ``axis 0, axis 1, axis 2`` (detector-frame arrays)."""
+    frame = (processed.info or {}).get("frame")
+    if frame in ("lab", "crystal"):
+        return tuple(f"{frame} {c}" for c in "xyz")
+    return ("axis 0", "axis 1", "axis 2")
+
+
+def grid_origin(processed) -> tuple[float, float, float]:
+    """Position (nm) of voxel (0, 0, 0) of the uncropped grid: the lab grid's corner, else 0."""
+    return tuple((processed.info or {}).get("grid_origin_nm") or (0.0, 0.0, 0.0))
 
 
 def _slices(a: np.ndarray, centre) -> list[np.ndarray]:
@@ -49,8 +63,9 @@ def panels(processed) -> list[dict]:
     through the support's centre perpendicular to array axes 0, 1 and 2) with
     ``image`` (masked where nothing is shown: outside the support, and for
     strain where it is undefined), ``extent`` (left, right, bottom, top in
-    ``unit``), ``axes`` (array axes along rows and columns of ``image``),
-    ``unit`` and ``title``.
+    ``unit``; lab or crystal coordinates for maps of a scan's geometry),
+    ``axes`` (array axes along rows and columns of ``image``), ``names``
+    (their :func:`axis_names`), ``unit`` and ``title``.
 
     Raises
     ------
@@ -65,6 +80,7 @@ def panels(processed) -> list[dict]:
     unit = "nm" if voxel is not None else "voxel"
     step = voxel if voxel is not None else (1.0, 1.0, 1.0)
     origin = processed.origin
+    names, base = axis_names(processed), grid_origin(processed)
 
     rows = [("amplitude", processed.amplitude, "amplitude (relative)", "gray_r", (0.0, 1.0), None)]
     plim = _symmetric_limit(processed.phase[sup])
@@ -83,10 +99,13 @@ def panels(processed) -> list[dict]:
         planes = []
         for c, (plane, (ax0, ax1)) in enumerate(zip(_slices(data, centre), _AXES)):
             mask = np.zeros(plane.shape, bool) if shown is None else ~_slices(shown, centre)[c]
-            lo0, lo1 = origin[ax0] * step[ax0], origin[ax1] * step[ax1]
+            lo0, lo1 = base[ax0] + origin[ax0] * step[ax0], base[ax1] + origin[ax1] * step[ax1]
             extent = (lo1, lo1 + plane.shape[1] * step[ax1], lo0 + plane.shape[0] * step[ax0], lo0)
+            at = (f"{base[c] + (origin[c] + centre[c]) * step[c]:.0f} nm" if voxel is not None
+                  else f"{origin[c] + centre[c]}")
             planes.append({"image": np.ma.masked_array(plane, mask=mask), "extent": extent, "axes": (ax0, ax1),
-                           "unit": unit, "title": f"{name}, plane axis {c} = {origin[c] + centre[c]}"})
+                           "names": (names[ax0], names[ax1]), "unit": unit,
+                           "title": f"{name}, plane {names[c]} = {at}"})
         out.append({"name": name, "label": label, "cmap": cmap, "limits": limits, "planes": planes})
     return out
 
@@ -206,8 +225,8 @@ def figure(result, processed, *, title: str | None = None):
             ax = fig.add_subplot(grid[r, c])
             im = ax.imshow(plane["image"], cmap=cmap, vmin=row["limits"][0], vmax=row["limits"][1],
                            extent=plane["extent"], interpolation="nearest")
-            ax.set_xlabel(f"axis {plane['axes'][1]} ({plane['unit']})")
-            ax.set_ylabel(f"axis {plane['axes'][0]} ({plane['unit']})")
+            ax.set_xlabel(f"{plane['names'][1]} ({plane['unit']})")
+            ax.set_ylabel(f"{plane['names'][0]} ({plane['unit']})")
             ax.set_title(plane["title"], fontsize=10)
             if c == 2:
                 fig.colorbar(im, ax=ax, label=row["label"], shrink=0.9)

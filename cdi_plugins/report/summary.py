@@ -73,7 +73,8 @@ def _geometry(result, geometry) -> Geometry | None:
 
 
 def report(result, *, png=None, vti=None, html=None, geometry=None, options: dict | None = None,
-           overwrite: bool = False, protect=(), title: str | None = None) -> Processed:
+           overwrite: bool = False, protect=(), title: str | None = None, lab: dict | None = None,
+           vts=None) -> Processed:
     """Post-process *result* and write a PNG, an HTML page and/or a VTK image file.
 
     Parameters
@@ -93,6 +94,14 @@ def report(result, *, png=None, vti=None, html=None, geometry=None, options: dic
         Input files never to overwrite.
     title : str, optional
         Title of the picture and of the page.
+    vts : str or os.PathLike, optional
+        For a result of a raw scan: amplitude, phase and support on the skewed grid it was reconstructed on,
+        every voxel at its lab position ``T (n - N/2)`` nm (a VTK StructuredGrid), the twin as in the other
+        files.
+    lab : dict, optional
+        For a result of a raw scan (``metadata['scan_geometry']``): ``frame`` (``lab``, ``crystal`` or
+        ``detector``), ``q_axis`` (crystal frame: Q along x, y or z) and ``spacing`` (nm), over the
+        recipe's ``data.lab``.
 
     Returns
     -------
@@ -112,10 +121,12 @@ def report(result, *, png=None, vti=None, html=None, geometry=None, options: dic
     opts = POSTPROCESS.validate(opts, lambda key=None: f"postprocess.{key}" if key else "postprocess")
     grid_origin = (0.0, 0.0, 0.0)
     scan = (result.metadata or {}).get("scan_geometry")
-    if scan is not None and (scan.get("lab") or {}).get("frame", "lab") != "detector":
+    if (lab or vts is not None) and scan is None:
+        raise CDIError("this result carries no scan geometry: it cannot be put in the lab or crystal frame")
+    lab = {**((scan or {}).get("lab") or {}), **(lab or {})}
+    if scan is not None and lab.get("frame", "lab") != "detector":
         # a raw scan with its geometry: the maps on an orthogonal grid in nm, strain along the true Q
         from cdi_plugins.physics.scan import lab_maps, measured_geometry
-        lab = scan.get("lab") or {}
         maps = lab_maps(result.obj, result.support, scan, spacing=lab.get("spacing"), frame=lab.get("frame", "lab"),
                         q_axis=lab.get("q_axis", 2))
         geo = measured_geometry(maps, None if geo is None else geo.hkl, scan["scan"]["energy_keV"])
@@ -123,6 +134,7 @@ def report(result, *, png=None, vti=None, html=None, geometry=None, options: dic
         grid_origin = tuple(maps["origin"])
         processed = canonical(postprocess(maps["object"], maps["support"], geo, **opts), maps["object"].shape)
         processed.info["frame"] = maps["frame"]
+        processed.info["grid_origin_nm"] = list(grid_origin)
     else:
         processed = canonical(postprocess(result.obj, result.support, geo, **opts), np.shape(result.obj))
     if png is not None:
@@ -136,7 +148,26 @@ def report(result, *, png=None, vti=None, html=None, geometry=None, options: dic
         spacing = processed.voxel_size or (1.0, 1.0, 1.0)
         origin = [g + o * d for g, o, d in zip(grid_origin, processed.origin, spacing)]
         write_vti(vti, processed.arrays(), spacing=spacing, origin=origin, overwrite=overwrite, protect=protect)
+    if vts is not None:
+        _write_skewed(vts, result, scan, opts, processed.info.get("twin"), overwrite=overwrite, protect=protect)
     return processed
+
+
+def _write_skewed(path, result, scan: dict, opts: dict, twin, *, overwrite: bool, protect) -> None:
+    """The reconstruction on its own (skewed) grid, each voxel at ``T (n - N/2)`` nm in the lab."""
+    from cdi_plugins.io.vtk import write_vts
+    from cdi_plugins.report.orientation import FLIPPED
+
+    o, s = np.asarray(result.obj), np.asarray(result.support, dtype=bool)
+    if twin == FLIPPED:     # conj(rho(-r)): index n - N/2 -> N/2 - n
+        o = np.conj(np.roll(o[::-1, ::-1, ::-1], 1, axis=(0, 1, 2)))
+        s = np.roll(s[::-1, ::-1, ::-1], 1, axis=(0, 1, 2))
+    pp = postprocess(o, s, None, **{**opts, "centre": False})
+    t = np.asarray(scan["T_nm"], dtype=np.float64)
+    n = np.stack(np.meshgrid(*[np.arange(k) + pp.origin[i] - o.shape[i] // 2 for i, k in
+                               enumerate(pp.amplitude.shape)], indexing="ij"), axis=-1)
+    write_vts(path, {"amplitude": pp.amplitude, "phase": pp.phase, "support": pp.support}, n @ t.T,
+              overwrite=overwrite, protect=protect)
 
 
 def compare(a, b) -> dict:
