@@ -73,7 +73,7 @@ def test_cdi_plugins_lists_the_beamlines(capsys):
     from cdi_plugins.cli import main
     assert main(["plugins"]) == 0
     line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("beamlines")][0]
-    assert ": ok" in line and "beamlines: aps_34idc, generic" in line
+    assert ": ok" in line and "beamlines: aps_34idc, nexus, generic" in line
 
 
 def test_34idc_pixels_follow_cohere_which_reads_tiffs_transposed():
@@ -90,3 +90,89 @@ def test_34idc_pixels_follow_cohere_which_reads_tiffs_transposed():
     cohere = np.stack(qc.area(0.3, 90.0, -5.0, 32.174, 12.6346), axis=-1) * 10.0     # [column, row]
     ours = geom.q(0, np.arange(256)[:, None], np.arange(256)[None, :])                 # [row, column]
     assert np.abs(ours - cohere.transpose(1, 0, 2)).max() <= 1e-6 * np.linalg.norm(cohere, axis=-1).max()
+
+
+# ------------------------------------------------------------------------------------------------
+# NeXus metadata (beamline: nexus): the six-circle of the forward model, recorded as a NeXus file would
+
+
+def _write_nexus(path, geom, frames=3, entry="entry54", moving=("Eta",)):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        e = f.create_group(entry)
+        e.attrs["NX_class"] = "NXentry"
+        inst = e.create_group("instrument")
+        inst.attrs["NX_class"] = "NXinstrument"
+        mono = inst.create_group("monochromator")
+        mono.attrs["NX_class"] = "NXmonochromator"
+        mono.create_dataset("energy", data=geom.energy * 1000.0).attrs["units"] = "eV"
+        det = inst.create_group("detector")
+        det.attrs["NX_class"] = "NXdetector"
+        det.create_dataset("distance", data=geom.distance * 1000.0).attrs["units"] = "mm"
+        for axis, v in (("y", geom.pixel_size[0]), ("x", geom.pixel_size[1])):
+            det.create_dataset(f"{axis}_pixel_size", data=v * 1e6).attrs["units"] = "um"
+        det.create_dataset("beam_center_y", data=float(geom.beam_centre[0])).attrs["units"] = "pixel"
+        det.create_dataset("beam_center_x", data=float(geom.beam_centre[1])).attrs["units"] = "pixel"
+        groups = {"sample": e.create_group("sample"), "detector": det}
+        groups["sample"].attrs["NX_class"] = "NXsample"
+        for g in groups.values():
+            g.create_group("transformations").attrs["NX_class"] = "NXtransformations"
+        for name, angle in geom.angles.items():
+            where = groups["detector" if name in ("Nu", "Delta") else "sample"]["transformations"]
+            vals = angle + geom.step * np.arange(frames) if name in moving else np.float64(angle)
+            ds = where.create_dataset(name, data=vals)
+            ds.attrs["units"] = "deg"
+            ds.attrs["transformation_type"] = "rotation"
+
+
+def test_the_nexus_reader_returns_what_the_file_records_in_recipe_units(tmp_path):
+    from cdi_plugins.algorithms.beamlines import read_nexus
+    from tests.forward_helpers import geometries
+
+    geom = geometries()["sixc_vertical"]
+    _write_nexus(tmp_path / "scan.nxs", geom)
+    md = read_nexus(str(tmp_path / "scan.nxs"), 54)
+    assert md["energy"] == pytest.approx(9.0) and md["distance"] == pytest.approx(0.6)
+    assert md["pixel_size"] == pytest.approx([55e-6, 55e-6]) and md["beam_centre"] == [128.0, 128.0]
+    assert md["angles"] == pytest.approx(geom.angles)
+    assert md["rocking"] == "Eta" and md["step"] == pytest.approx(-0.025) and md["frames"] == 3
+    assert read_nexus(str(tmp_path / "scan.nxs"), None)["rocking"] == "Eta"   # the only entry
+
+
+def test_a_nexus_scan_gives_the_geometry_the_yaml_recipe_gives(tmp_path):
+    import tifffile
+    from cdi_plugins.core.registry import get_registry
+    from cdi_plugins.physics.scan import load_scan, validate_scan
+    from tests.forward_helpers import geometries, six_circle_vertical
+
+    geom = geometries()["sixc_vertical"]
+    _write_nexus(tmp_path / "scan.nxs", geom)
+    (tmp_path / "frames").mkdir()
+    for k in range(3):
+        tifffile.imwrite(tmp_path / "frames" / f"f_{k}.tif", np.ones((256, 256), np.int32))
+    data = {"frames": "frames", "beamline": "nexus", "spec": "scan.nxs", "diffractometer": six_circle_vertical()}
+    reg = get_registry()
+    scan = validate_scan(data, lambda key=None: f"r.yaml: data.{key}", str(tmp_path), reg)
+    _, _, got, report = load_scan(scan, reg, lambda p: np.ones((3, 256, 256), np.float32), None)
+    for field in ("energy", "distance", "pixel_size", "beam_centre", "rocking", "step"):
+        assert getattr(got, field) == pytest.approx(getattr(geom, field)), field
+    assert got.angles == pytest.approx(geom.angles)
+    assert report["beam_centre_source"] == "metadata file"
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"moving": ("Eta", "Phi")}, "several circles move during the scan (Eta, Phi)"),
+    ({"entry": "entry7"}, "no entry for scan 54 (entries: entry7)"),
+])
+def test_nexus_mistakes_are_one_line_naming_the_file(tmp_path, change, words):
+    from cdi_plugins.algorithms.beamlines import read_nexus
+    from tests.forward_helpers import geometries
+
+    _write_nexus(tmp_path / "scan.nxs", geometries()["sixc_vertical"], **change)
+    with pytest.raises(CDIError) as err:
+        read_nexus(str(tmp_path / "scan.nxs"), 54)
+    assert str(tmp_path / "scan.nxs") in str(err.value) and words in str(err.value)
+    (tmp_path / "text.nxs").write_text("not hdf5")
+    with pytest.raises(CDIError, match="not a readable HDF5/NeXus file"):
+        read_nexus(str(tmp_path / "text.nxs"), 54)

@@ -9,7 +9,8 @@ what one scan recorded::
      "step": degrees per frame, "frames": count, "rocking_values": [degrees per frame],
      "roi": [row0, row1, col0, col1] of the frames in the full detector, or None,
      "beam_centre": [row, column] of the full detector hit by the direct beam at zero detector angles,
-                    when the file records it (a NeXus beam_center_x/y); optional}
+                    when the file records it (a NeXus beam_center_x/y); optional,
+     "pixel_size": [m along rows, m along columns] when the file records it; optional}
 
 The direct-beam pixel used is the recipe's ``data.detector.beam_centre``, else the file's, else the
 beamline's ``detector["beam_centre"]``.

@@ -234,9 +234,9 @@ def validate_scan(data: dict, where, base_dir: str, registry) -> dict | None:
     spec = registry.beamline(name, where("beamline"))
     out["beamline"] = spec.name
     out["scan"] = data.get("scan")
-    if out["spec"] is not None and (isinstance(out["scan"], bool) or not isinstance(out["scan"], int)):
-        raise CDIError(f"data.scan must be the scan number in the SPEC file, got {out['scan']!r}",
-                       where("scan" if "scan" in data else "spec"))
+    if out["spec"] is not None and out["scan"] is not None and (isinstance(out["scan"], bool)
+                                                                or not isinstance(out["scan"], int)):
+        raise CDIError(f"data.scan must be the scan number in the metadata file, got {out['scan']!r}", where("scan"))
     roi = data.get("roi", "auto")
     if roi != "auto" and roi is not None:
         if (not isinstance(roi, (list, tuple)) or len(roi) != 4
@@ -261,10 +261,12 @@ def validate_scan(data: dict, where, base_dir: str, registry) -> dict | None:
         if k not in _DETECTOR_KEYS:
             raise CDIError(f"unknown key '{k}'; allowed: {', '.join(_DETECTOR_KEYS)}", where(f"detector.{k}"))
     det.update(user_det)
-    if det.get("pixel_size") is None:
+    if det.get("pixel_size") is None and data.get("spec") is None:
         raise CDIError("data.detector.pixel_size is needed (m, rows and columns)", where("detector"))
-    out["pixel_size"] = _pair(det["pixel_size"], "data.detector.pixel_size", where("detector.pixel_size"))
-    if out["pixel_size"][0] > 0.01:
+    # without one here, the metadata file must record it (read in load_scan)
+    out["pixel_size"] = None if det.get("pixel_size") is None else _pair(
+        det["pixel_size"], "data.detector.pixel_size", where("detector.pixel_size"))
+    if out["pixel_size"] is not None and max(out["pixel_size"]) > 0.01:
         raise CDIError(f"data.detector.pixel_size is in metres (55 um = 55.0e-6), got {det['pixel_size']!r}",
                        where("detector.pixel_size"))
     # the direct-beam pixel: the recipe's, else what the metadata file records (read in load_scan), else the
@@ -360,7 +362,14 @@ def load_scan(scan: dict, registry, read_frames, read_field) -> tuple[np.ndarray
     if centre is None:
         raise CDIError("the direct-beam pixel is not in the metadata file: give data.detector.beam_centre "
                        "([row, column] of the full detector)", w["spec"] if scan["spec"] else w["frames"])
-    geom = ScanGeometry(scan["diffractometer"], values["energy"], values["distance"], tuple(scan["pixel_size"]),
+    pixel_size = scan["pixel_size"] or md.get("pixel_size")
+    missing = [k for k, v in (("energy", values["energy"]), ("distance", values["distance"]),
+                              ("rocking", values["rocking"]), ("step", values["step"]),
+                              ("detector.pixel_size", pixel_size)) if v is None]
+    if missing:
+        raise CDIError(f"{scan['spec']} does not record the {missing[0]}: give data."
+                       f"{missing[0] if missing[0].startswith('detector') else 'metadata.' + missing[0]}", w["spec"])
+    geom = ScanGeometry(scan["diffractometer"], values["energy"], values["distance"], tuple(pixel_size),
                         (centre[0] - offset[0], centre[1] - offset[1]), angles, values["rocking"], values["step"])
     try:
         geom.check()
