@@ -121,7 +121,7 @@ class PartialCoherence:
         f = be.fftn(x * support)
         coherent = (f.real * f.real + f.imag * f.imag).astype(xp.float32)
         spec_c = xp.conj(be.rfftn(coherent))
-        total = xp.float32(coherent.sum())
+        total = coherent.sum()   # a device scalar (no host sync on CuPy)
         # where the model is ~0 but photons were counted (noise), measured / model would explode and
         # overflow float32 in the correlation: the model is floored at 1e-6 of its maximum there
         floor = xp.float32(1e-6) * coherent.max()

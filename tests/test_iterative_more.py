@@ -84,12 +84,14 @@ def test_dm_at_beta_one_follows_asr():
 
 
 def test_dm_hands_on_a_solution_that_er_continues():
+    # DM's recorded chi^2 is that of its iterate x, which is not an estimate (it stays ~1); the step hands
+    # on the estimate P_M f_S(x).  Measured error of that estimate 0.054, 2e-4 chi^2 after 50 ER (seed 2)
     p = _crystal(2)
     s = _run("dm", p, seed=2, iterations=200)
     assert len(s.history) == 200 and all(h["algorithm"] == "dm" for h in s.history)
-    assert s.history[-1]["chi2"] < 0.05 * s.history[0]["chi2"]
-    s = _run("er", p, s, iterations=20)
-    assert s.history[-1]["chi2"] < 1e-2
+    assert _error(s, p) < 0.1
+    s = _run("er", p, s, iterations=50)
+    assert s.history[-1]["chi2"] < 2e-3 and _error(s, p) < 0.1
 
 
 # ------------------------------------------------------------------------------------------- partial coherence
@@ -179,6 +181,21 @@ def test_twin_removal_frees_hio_where_it_stalls():
         assert plain > 0.12 and twin < 0.08, (seed, plain, twin)
 
 
+@pytest.mark.slow
+def test_phase_constraint_helps_weakly_strained_crystals_from_a_box():
+    # 0.5 rad peak to peak, box start, 300 HIO (+ phc over the first 150) + 50 ER, seeds 0-7
+    # (benchmarks/options_study.py phc_weak_box): mean error 0.072 without, 0.054 with; lower on 6 of 8
+    # crystals, higher on 2 (0.038 -> 0.067, 0.038 -> 0.085), so the assertion is on the mean
+    box = dict(initial_support="box", box_fraction=0.6)
+    without, with_ = [], []
+    for seed in range(8):
+        p = _crystal(seed, phase_amplitude=0.5)
+        without.append(_error(_recipe(p, seed, **box), p))
+        with_.append(_error(_recipe(p, seed, phc_iterations=150, **box), p))
+    assert np.mean(with_) < np.mean(without) - 0.01, (without, with_)
+    assert sum(w < o for w, o in zip(with_, without)) >= 5
+
+
 def test_phase_constraint_keeps_the_phase_in_range():
     # ER with the phase constraint on every iteration: every non-zero pixel has its phase in range
     p = _crystal(0, phase_amplitude=0.5)
@@ -208,3 +225,26 @@ def test_lowpass_filter_fits_the_low_q_data_first():
     assert high_q(lp) < 0.5 * high_q(plain), (high_q(lp), high_q(plain))
     after = _run("er", p, iterations=40, shrink_wrap_period=0, lowpass_iterations=10, lowpass_start=0.2)
     assert high_q(after) > 0.5 * high_q(plain)
+
+
+# ------------------------------------------------------------------------------------------- GPU
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("alg, opts", [
+    ("sf", {}), ("asr", {}), ("dm", {}),
+    ("er", dict(pc_interval=5, pc_kernel_size=5)), ("hio", dict(lowpass_iterations=10)),
+    ("hio", dict(phc_iterations=10)), ("hio", dict(twin_trigger=3)),
+])
+def test_cupy_follows_numpy(alg, opts):
+    # the same code on CuPy: from the truth's neighbourhood the chi^2 histories agree to rounding
+    p = _crystal(0, coherence_blur=(0.5,)) if "pc_interval" in opts else _crystal(0)
+    support = np.abs(p.truth) > 0.02 * np.abs(p.truth).max()
+    start = State(obj=(p.truth * 0.9 * support).astype(np.complex64), support=support)
+    spec = get_registry().get(alg)
+    params = spec.params.validate(dict(iterations=12, shrink_wrap_period=6, **opts))
+    out = {}
+    for name in ("numpy", "cupy"):
+        ctx = Context(backend=get_backend(name, fft="scipy" if name == "numpy" else "cupy", threads=1),
+                      rng=np.random.default_rng(0), step=1)
+        out[name] = [h["chi2"] for h in spec.run(p, start, params, ctx).history]
+    np.testing.assert_allclose(out["cupy"], out["numpy"], rtol=2e-3, atol=1e-7)
