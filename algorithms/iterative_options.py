@@ -8,7 +8,7 @@
   window whose width ramps from a fraction of the pattern to all of it (cohere's lowpass filter);
 * phase constraint (``phc_iterations``): in the early iterations a point inside the support whose phase
   lies outside [phc_min, phc_max] is treated as outside the support (cohere's phc);
-* twin removal (``twin_trigger``): at one iteration the object is centred and all but one half of the
+* twin removal (``twin_trigger``): after N iterations the object is centred and all but one half of the
   array along each axis named in ``twin_halves`` is zeroed (cohere's twin trigger).
 
 Every option is off by default, and an option that is off changes no operation of the step, so the
@@ -33,7 +33,7 @@ OPTION_PARAMS = [
     Param("pc_interval", "int", 0,
           "partial coherence: re-estimate the PSF (Richardson-Lucy) every N iterations and blur the "
           "calculated intensity with it in the modulus constraint (0: off)", low=0),
-    Param("pc_start", "int", 0, "partial coherence: first iteration (of this step) that uses the PSF", low=0),
+    Param("pc_start", "int", 0, "partial coherence: iterations of this step run before the PSF is used", low=0),
     Param("pc_lucy_iterations", "int", 20, "Richardson-Lucy iterations per PSF estimate", low=1),
     Param("pc_kernel_size", "int", 9, "side (pixels, odd) of the box the PSF may occupy", low=1),
     Param("pc_sigma_init", "float", 1.0, "Gaussian width (pixels) of the first PSF guess", low=0,
@@ -51,7 +51,7 @@ OPTION_PARAMS = [
     Param("phc_max", "float", 1.57, "highest phase (rad) allowed inside the support", low=-math.pi,
           high=math.pi),
     Param("twin_trigger", "int", 0,
-          "twin removal: before this iteration (of this step) centre the object and zero all but one half "
+          "twin removal: after this many iterations of the step, centre the object and zero all but one half "
           "of the array along each axis of twin_halves (0: off)", low=0),
     Param("twin_halves", "list", [0, 0],
           "twin removal: per axis (1 to 3 entries), the half kept: 0 the lower, 1 the upper",
