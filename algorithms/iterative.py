@@ -226,7 +226,7 @@ class _Loop:
         return p if self.ca is not None else x
 
     def estimate(self):
-        """The object the options (PSF estimate, twin removal) look at."""
+        """The object the PSF is estimated from."""
         return self.ws.x
 
     def result(self):
@@ -261,7 +261,7 @@ class _Loop:
         return self.records()
 
     def _options(self, it):
-        s = self.opts.twin_now(self.estimate(), self.s, it)
+        s = self.opts.twin_now(self.ws.x, self.s, it)   # the iterate: what the next iteration starts from
         if s is not None:
             self.s = s
             self.inside = self.xp.flatnonzero(s)

@@ -248,3 +248,13 @@ def test_cupy_follows_numpy(alg, opts):
                       rng=np.random.default_rng(0), step=1)
         out[name] = [h["chi2"] for h in spec.run(p, start, params, ctx).history]
     np.testing.assert_allclose(out["cupy"], out["numpy"], rtol=2e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("alg", ["hio", "dm"])
+def test_twin_removal_acts_on_the_iterate(alg):
+    # the cut changes the run from that iteration on, for DM (whose handed-on estimate is not its iterate) too
+    p = _crystal(0)
+    kw = dict(iterations=6, shrink_wrap_period=0)
+    plain = [h["chi2"] for h in _run(alg, p, **kw).history]
+    cut = [h["chi2"] for h in _run(alg, p, twin_trigger=3, **kw).history]
+    assert cut[:3] == plain[:3] and cut[3] != plain[3]
