@@ -49,7 +49,7 @@ def test_raar_then_hio_er_recovers_the_truth(problem):
     assert compare_to_truth(np.asarray(s.obj), problem.truth)["error"] < 0.10
 
 
-@pytest.mark.parametrize("alg", ["er", "hio", "raar"])
+@pytest.mark.parametrize("alg", ["er", "hio", "raar", "sf", "asr", "dm"])
 def test_the_truth_is_a_fixed_point(problem, alg):
     truth_support = np.abs(problem.truth) > 0.02 * np.abs(problem.truth).max()
     seeded = State(obj=problem.truth * truth_support, support=truth_support)

@@ -122,7 +122,7 @@ def test_dataspec_of_a_simulation_and_of_a_data_override(tmp_path):
     d = load_recipe(BASE).dataset().data
     assert d.path is None and d.resolved() is None and d.free_fraction == 0.0 and d.prepare is None
     assert d.simulate == {"shape": 32, "seed": 0, "counts": 1e8, "noise": True, "phase_amplitude": 1.0,
-                          "oversampling_min": 2.2}
+                          "oversampling_min": 2.2, "coherence_blur": None}
     given = tmp_path / "given.npy"
     np.save(given, np.ones((4, 4, 4), np.float32))
     d = load_recipe(BASE, data=str(given)).dataset().data     # cdi run --data: the simulation is replaced

@@ -97,7 +97,7 @@ def test_builtins_are_registered_through_the_entry_point():
     it = plugin(reg, "iterative")
     assert it.status == "ok" and it.error == ""
     assert it.source == "cdi_plugins.algorithms.iterative"
-    assert it.algorithms == ["er", "hio", "raar"]
+    assert it.algorithms == ["er", "hio", "raar", "sf", "asr", "dm"]
     assert it.version.startswith("cdi-plugins")
     for name in ("er", "hio", "raar"):
         spec = reg.get(name)

@@ -203,3 +203,48 @@ def test_fast():
     t0 = time.perf_counter()
     simulate_crystal(64, seed=11)
     assert time.perf_counter() - t0 < 1.0
+
+
+# --------------------------------------------------------------------------- partial coherence
+
+def test_no_blur_is_bitwise_the_coherent_pattern(clean):
+    for off in (None, [0.0], [0, 0, 0]):
+        d = simulate_crystal(64, noise=False, seed=1, coherence_blur=off)
+        assert d["intensity"].tobytes() == clean["intensity"].tobytes()
+        assert d["metadata"]["coherence_blur"] is None
+    noisy = simulate_crystal(32, seed=4)
+    assert simulate_crystal(32, seed=4, coherence_blur=None)["intensity"].tobytes() == noisy["intensity"].tobytes()
+
+
+def test_blur_keeps_the_photons_and_lowers_the_speckle_contrast(clean):
+    from scipy.ndimage import gaussian_filter
+    d = simulate_crystal(64, noise=False, seed=1, coherence_blur=[1.0, 0.5, 0.0])
+    i, i0 = d["intensity"].astype(np.float64), clean["intensity"].astype(np.float64)
+    assert abs(i.sum() / i0.sum() - 1) < 1e-5
+    np.testing.assert_allclose(i, gaussian_filter(i0, (1.0, 0.5, 0.0), mode="wrap"), rtol=1e-4, atol=1e-3 * i0.max())
+    # the object is the same; only the pattern is blurred: the same photons, less contrast
+    assert d["truth"].tobytes() == clean["truth"].tobytes()
+    assert d["metadata"]["coherence_blur"] == [1.0, 0.5, 0.0]
+    assert (i ** 2).sum() < 0.8 * (i0 ** 2).sum()
+
+
+def test_blur_with_noise_counts_photons():
+    d = simulate_crystal(32, seed=2, counts=1e6, coherence_blur=[0.7])
+    assert d["intensity"].dtype == np.float32 and np.all(d["intensity"] == np.round(d["intensity"]))
+    assert abs(d["intensity"].sum() / 1e6 - 1) < 0.01
+    assert d["metadata"]["coherence_blur"] == [0.7, 0.7, 0.7]
+
+
+@pytest.mark.parametrize("value", [[-1.0], [1, 2], "wide", [float("nan")]])
+def test_bad_blur_is_refused(value):
+    with pytest.raises(CDIError, match="coherence_blur"):
+        simulate_crystal(32, coherence_blur=value)
+
+
+def test_recipe_sets_the_blur_and_names_a_bad_one():
+    from cdi_plugins.recipe import load_recipe
+    plan = load_recipe({"data": {"simulate": {"shape": 32, "coherence_blur": [0.5]}}, "steps": "5*ER"}).dataset()
+    assert plan.data.simulate["coherence_blur"] == [0.5]
+    with pytest.raises(CDIError, match="coherence_blur") as err:
+        load_recipe({"data": {"simulate": {"shape": 32, "coherence_blur": [0.5, 1]}}, "steps": "5*ER"})
+    assert "data.simulate" in str(err.value)

@@ -37,6 +37,9 @@ SIMULATE = ParamModel([
     Param("noise", "bool", True, "apply Poisson noise"),
     Param("phase_amplitude", "float", 1.0, "peak-to-peak phase of the strain field (rad)", low=0),
     Param("oversampling_min", "float", 2.2, "minimum oversampling per axis", low=1.5),
+    Param("coherence_blur", "list", None,
+          "partial coherence: Gaussian blur of the intensity, sigma in pixels ([s] or [s0, s1, s2]; null: none)",
+          nullable=True, accept=lambda v: len(v) in (1, 3) and all(x >= 0 for x in v)),
 ])
 """A recipe's ``data.simulate``: the :func:`simulate_crystal` arguments it may set."""
 
@@ -75,6 +78,30 @@ def _check_real(name, value, *, low=None, high=None, low_open=False) -> float:
     if high is not None and v > high:
         raise CDIError(f"{name} must be <= {high:g}, got {v:g}", "simulate_crystal")
     return v
+
+
+def _check_blur(value) -> tuple[float, float, float] | None:
+    """The three sigmas of *coherence_blur*, or None for a coherent pattern (None or all zeros)."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) else value
+    try:
+        items = list(items)
+    except TypeError:
+        items = None
+    if items is None or len(items) not in (1, 3):
+        raise CDIError(f"coherence_blur must be a number or a list of 1 or 3 numbers, got {value!r}",
+                       "simulate_crystal")
+    sig = [_check_real("coherence_blur", v, low=0.0) for v in items] * (3 // len(items))
+    return tuple(sig) if any(sig) else None
+
+
+def _blur_intensity(ideal: np.ndarray, sigma) -> np.ndarray:
+    """Circular Gaussian blur of the intensity (partial coherence); keeps the total exactly."""
+    from scipy.ndimage import gaussian_filter
+    out = gaussian_filter(ideal, sigma, mode="wrap")
+    np.maximum(out, 0.0, out=out)
+    return out * (float(ideal.sum()) / float(out.sum()))
 
 
 # --------------------------------------------------------------------------- geometry
@@ -183,7 +210,8 @@ def _phase_field(rng: np.random.Generator, coords, amp: np.ndarray, half: float,
 # --------------------------------------------------------------------------- public
 
 def simulate_crystal(shape=64, *, size=None, phase_amplitude: float = 1.0, counts: float = 1e8,
-                     noise: bool = True, seed: int | None = 0, oversampling_min: float = 2.2) -> dict:
+                     noise: bool = True, seed: int | None = 0, oversampling_min: float = 2.2,
+                     coherence_blur=None) -> dict:
     """Simulate the Bragg diffraction pattern of a random faceted, strained crystal.
 
     The crystal is a convex polyhedron bounded by the eight {111} facets of an
@@ -215,6 +243,12 @@ def simulate_crystal(shape=64, *, size=None, phase_amplitude: float = 1.0, count
         Minimum oversampling ratio on every axis, >= 1.5: the whole object,
         including the soft edge, spans at most ``shape / oversampling_min``
         pixels along each axis.
+    coherence_blur : float or sequence of 3 floats, optional
+        Partial coherence of the beam: the noise-free intensity is convolved
+        (circularly, total counts kept) with a Gaussian of this standard
+        deviation in detector pixels, one value per axis or one for all,
+        before the Poisson noise.  ``None`` (default) or zeros: a fully
+        coherent pattern.
 
     Returns
     -------
@@ -233,7 +267,8 @@ def simulate_crystal(shape=64, *, size=None, phase_amplitude: float = 1.0, count
             dict with ``seed``, ``counts``, ``noise``, ``oversampling`` (per
             axis: shape divided by the support's extent in pixels),
             ``extent`` (that extent), ``size`` (nominal radius used),
-            ``shape``, ``phase_amplitude``, ``oversampling_min`` and
+            ``shape``, ``phase_amplitude``, ``oversampling_min``,
+            ``coherence_blur`` (the three sigmas, or None) and
             ``facets`` (facet distances, truncation and rotation matrix).
 
     Raises
@@ -259,6 +294,7 @@ def simulate_crystal(shape=64, *, size=None, phase_amplitude: float = 1.0, count
         raise CDIError(f"seed must be a non-negative int or None, got {seed!r}", "simulate_crystal")
     if size is not None:
         size = _check_real("size", size, low=0.0, low_open=True)
+    blur = _check_blur(coherence_blur)
 
     rng = np.random.default_rng(seed)
     poly, facets = _random_crystal(rng)
@@ -312,6 +348,8 @@ def simulate_crystal(shape=64, *, size=None, phase_amplitude: float = 1.0, count
     truth = (obj * k).astype(np.complex64)
     f = scipy.fft.fftshift(scipy.fft.fftn(scipy.fft.ifftshift(truth.astype(np.complex128)), workers=-1))
     ideal = (f.real ** 2 + f.imag ** 2)
+    if blur is not None:
+        ideal = _blur_intensity(ideal, blur)
     if noise:
         intensity = rng.poisson(ideal).astype(np.float32)
     else:
@@ -333,6 +371,7 @@ def simulate_crystal(shape=64, *, size=None, phase_amplitude: float = 1.0, count
         "shape": tuple(dims),
         "phase_amplitude": float(phase_amplitude),
         "oversampling_min": float(oversampling_min),
+        "coherence_blur": None if blur is None else list(blur),
         "facets": facets,
     }
     return {"intensity": intensity, "truth": truth, "support": support, "metadata": metadata}
