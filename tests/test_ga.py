@@ -187,8 +187,8 @@ def test_workers_auto():
 
 def test_on_a_hard_start_the_ga_beats_the_same_population_of_independent_runs():
     # configs/ga_hard_start.yaml: a recipe too short for most random starts.  Measured over six crystals
-    # (README "Many runs", benchmarks/study_defaults.py --part ga) the GA's error was 0.024-0.034 against
-    # 0.023-0.110 for the best of 4 runs; on this crystal 0.034 against 0.110 (and 0.068 for the best of 12)
+    # (README "Many runs", benchmarks/study_defaults.py --part ga) the GA beat the best of 4 runs on five;
+    # on this crystal 0.034 against 0.110 (and 0.068 for the best of 12 runs)
     from cdi_plugins.compute.metrics import compare_to_truth as err
     sim = simulate_crystal(48, seed=101, counts=1e8)
     base = {"data": {"path": "<array>"}, "seed": 0, "fft": "scipy", "threads": 1, "workers": 1,
