@@ -94,7 +94,16 @@ def summary(result, path, seconds, extra_paths=()) -> str:
     lines += preparation_lines(md)
     if result.runs > 1:
         scores = ", ".join(f"{v:.3e}" for v in md.get("run_scores", []))
-        lines.append(f"  best of {result.runs} runs: kept run {md.get('best_run')} (final chi2 of each: {scores}); "
+        metric = md.get("select") or ("chi2_free" if result.history and "chi2_free" in result.history[-1]
+                                      else "chi2")
+        workers = f", {md['workers']} worker processes" if md.get("workers") else ""
+        ga = md.get("ga")
+        if ga:
+            best = ", ".join(f"{v:.3e}" for v in ga["best"])
+            lines.append(f"  genetic algorithm: {ga['generations']} generations of {result.runs} runs (breeding "
+                         f"{', '.join(ga['breed'])}), best {ga['metric']} so far after each: {best}")
+        lines.append(f"  best of {result.runs} runs{' (last generation and the best of all)' if ga else ''}: kept "
+                     f"run {md.get('best_run')} (final {metric} of each: {scores}){workers}; "
                      "seconds are totals over all runs")
     if md.get("averaged_runs"):
         lines.append(f"  object written: mean of runs {', '.join(map(str, md['averaged_runs']))} aligned to the best "
