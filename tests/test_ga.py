@@ -198,3 +198,18 @@ def test_on_a_hard_start_the_ga_beats_the_same_population_of_independent_runs():
     e_ga = err(ga.obj, sim["truth"], support=sim["support"])["error"]
     e_4 = err(best4.obj, sim["truth"], support=sim["support"])["error"]
     assert e_ga < 0.5 * e_4 and e_ga < 0.05
+
+
+def test_a_script_without_a_main_guard_runs_its_recipe_once_with_workers(tmp_path):
+    # spawn re-runs the parent's script in every child unless told otherwise: the workers must not
+    import subprocess
+    import sys
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import cdi_plugins\n"
+        "r = cdi_plugins.run({'data': {'simulate': {'shape': 16, 'seed': 0}}, 'fft': 'scipy', 'threads': 1,\n"
+        "                     'runs': 2, 'workers': 2, 'steps': '5*ER'})\n"
+        "print('RESULT', r.metadata['workers'], r.metadata['best_run'])\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("RESULT") == 1 and "RESULT 2 " in done.stdout
