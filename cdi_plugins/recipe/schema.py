@@ -60,7 +60,7 @@ SETTINGS = ParamModel([
     _choice("fft", FFT_ENGINES, "FFT engine (auto: the fastest one the backend has)"),
     _count("threads", None, 1, "CPU FFT threads (null: all cores)"),
     _count("seed", 0, 0, "random start; same seed -> same result"),
-    _count("runs", 1, 1, "independent random starts; the lowest final chi2 is kept (null: 1)"),
+    _count("runs", 1, 1, "independent random starts; the best by `select` is kept (null: 1)"),
     _count("average", 1, 1, "average the k best runs (aligned to the best) instead of keeping one (null: 1)"),
     Param("select", "str", "auto", "what ranks runs: chi2, chi2_free, llk_free (free Poisson log-likelihood); "
           "auto: chi2_free with free pixels, else chi2", choices=SELECT,
