@@ -151,6 +151,10 @@ def test_a_ga_run_keeps_the_best_of_all_generations_and_culls():
     assert r.history[-1]["chi2"] == pytest.approx(ga["best"][-1])
     assert r.history[-1]["chi2"] <= min(ga["scores"][0])          # never worse than the independent runs
     assert r.error() < 0.3
+    from cdi_plugins.cli.render import summary
+    text = summary(r, None, 1.0)
+    assert "genetic algorithm: 3 generations of 4 runs (breeding sqrt_ab, sqrt_ab), best chi2 so far" in text
+    assert "total: 9 runs (3 generations) of 50 iterations" in text
 
 
 # --------------------------------------------------------------------------- parallel runs

@@ -117,6 +117,9 @@ def summary(result, path, seconds, extra_paths=()) -> str:
     err = result.error()
     done = (f"{result.iterations} iterations" if result.runs == 1 else
             f"{result.runs} runs of {result.iterations} iterations")
+    if md.get("ga"):
+        done = (f"{sum(len(s) for s in md['ga']['scores'])} runs ({md['ga']['generations']} generations) of "
+                f"{result.iterations} iterations")
     what = "final chi2" if not md.get("averaged_runs") else "chi2 of the averaged object"
     tail = f"  total: {done} in {result.seconds:.2f} s (wall {seconds:.2f} s), {what} {final}"
     if err is not None:
