@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -64,7 +63,7 @@ def part_real(seeds: int, out) -> None:
     data = {"path": os.path.abspath(REAL), "free_fraction": 0.05,
             "prepare": {"threshold": 2, "hot_pixels": 20, "centre": "max", "shape": "auto"}}
     out("\n## real: measured Au(111), 64^3, classic recipe (one row per setting and random start)\n")
-    out(f"| setting | seed | support voxels | parts | chi2 | chi2_free |")
+    out("| setting | seed | support voxels | parts | chi2 | chi2_free |")
     out("|---|---|---|---|---|---|")
     rows = {}
     for label, change, steps in VARIANTS:
