@@ -141,6 +141,8 @@ def test_ga_section_defaults_per_generation():
                        ).dataset()
     assert plan.ga == {"generations": 3, "breed": ["sqrt_ab", "b_pa"], "threshold": [None, None],
                        "sigma": [1.0, 1.0], "cull": [0, 0], "metric": None}
+    assert plan.total_runs == 12
+    assert load_recipe(recipe(runs=5, ga={"generations": 3, "cull": [1, 2]})).dataset().total_runs == 5 + 4 + 2
 
 
 def test_a_ga_run_keeps_the_best_of_all_generations_and_culls():

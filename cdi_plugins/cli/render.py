@@ -81,7 +81,7 @@ def preparation_lines(md: dict) -> list[str]:
 def run_with_progress(plan, problem, label: str, *, quiet: bool):
     """Run one dataset plan behind a progress bar; returns (Result, wall seconds)."""
     from cdi_plugins.pipeline import run_timed
-    return run_timed(plan, problem, Progress(plan.iterations * plan.runs, label, enabled=not quiet))
+    return run_timed(plan, problem, Progress(plan.iterations * plan.total_runs, label, enabled=not quiet))
 
 
 def summary(result, path, seconds, extra_paths=()) -> str:

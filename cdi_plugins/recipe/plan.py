@@ -117,6 +117,17 @@ class DatasetPlan:
         """Iterations of one run."""
         return sum(s.iterations for s in self.steps)
 
+    @property
+    def total_runs(self) -> int:
+        """Runs of the steps, all generations of ``ga`` together (``runs`` without one)."""
+        if not self.ga:
+            return self.runs
+        n, total = self.runs, self.runs
+        for cull in self.ga["cull"]:
+            n -= cull
+            total += n
+        return total
+
 
 @dataclasses.dataclass
 class Recipe:
