@@ -219,3 +219,13 @@ def test_a_script_without_a_main_guard_runs_its_recipe_once_with_workers(tmp_pat
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("RESULT") == 1 and "RESULT 2 " in done.stdout
+
+
+def test_workers_auto_stays_in_process_inside_a_batch_thread():
+    import threading
+    got = []
+    t = threading.Thread(target=lambda: got.append(
+        resolve_workers("auto", tasks=64, backend="numpy", threads=None, work=64 ** 3 * 1000)))
+    t.start()
+    t.join()
+    assert got == [1]

@@ -63,11 +63,28 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _inside_a_worker() -> bool:
+    """Whether this run is one task of a batch (a daemonic process, a Dask worker, a thread other than the
+    main one): the batch already spreads its scans over the cores."""
+    import threading
+    if multiprocessing.current_process().daemon or threading.current_thread() is not threading.main_thread():
+        return True
+    if "distributed" in sys.modules:
+        try:
+            from distributed import get_worker
+            get_worker()
+            return True
+        except (ImportError, ValueError):
+            pass
+    return False
+
+
 def resolve_workers(workers, *, tasks: int, backend: str, threads: int | None, work: int) -> int:
     """How many worker processes to use for *tasks* runs (1: run them here, one after the other).
 
-    ``auto`` is parallel only on the CPU (one GPU is shared better by one process), outside a daemonic
-    process (a batch worker cannot start children), when one run is large enough (:data:`AUTO_MIN_WORK`
+    ``auto`` is parallel only on the CPU (one GPU is shared better by one process), outside a batch's
+    workers (a daemonic process cannot start children; a Dask worker or a thread already shares the cores
+    with other scans), when one run is large enough (:data:`AUTO_MIN_WORK`
     voxel-iterations in *work*) and when there are cores to spare: cores // (threads or 1) workers at
     most, never more than *tasks*.  A number is taken as given (at most *tasks*).
     """
@@ -75,7 +92,7 @@ def resolve_workers(workers, *, tasks: int, backend: str, threads: int | None, w
         return 1
     if workers != "auto":
         return max(1, min(int(workers), tasks))
-    if backend != "numpy" or multiprocessing.current_process().daemon or work < AUTO_MIN_WORK:
+    if backend != "numpy" or work < AUTO_MIN_WORK or _inside_a_worker():
         return 1
     return max(1, min(tasks, available_cores() // max(1, threads or 1)))
 
