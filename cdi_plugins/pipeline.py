@@ -22,7 +22,7 @@ from cdi_plugins.compute.fourier import oversampling
 from cdi_plugins.physics.prepare import is_noop, prepare
 from cdi_plugins.recipe import DatasetPlan, Recipe, load_recipe
 from cdi_plugins.core.result import Result
-from cdi_plugins.core.state import Context, Problem, State
+from cdi_plugins.core.state import Problem
 
 __all__ = ["run", "run_all", "compare", "Comparison", "Job", "plan_jobs", "check_outputs", "write_outputs",
            "build_problem", "run_plan", "run_timed", "versions", "save", "load", "DEFAULT_OUT"]
@@ -116,24 +116,6 @@ def build_problem(plan: DatasetPlan, data: Any = None) -> Problem:
     return problem
 
 
-def _check_state(state, spec, problem, backend) -> None:
-    who = f"algorithm '{spec.name}' (plugin '{spec.plugin}')"
-    if not isinstance(state, State):
-        raise CDIError(f"{who} returned {type(state).__name__}, not a State")
-    if tuple(state.obj.shape) != problem.shape or tuple(state.support.shape) != problem.shape:
-        raise CDIError(f"{who} returned an object of shape {tuple(state.obj.shape)}, expected {problem.shape}")
-    if state.obj.dtype != backend.xp.complex64:
-        raise CDIError(f"{who} returned dtype {state.obj.dtype}, expected complex64")
-
-
-def _final_score(state) -> float:
-    """What selects the best of several runs: chi2_free when free pixels are used, else chi2."""
-    if not state.history:
-        return float("inf")
-    last = state.history[-1]
-    return float(last.get("chi2_free", last.get("chi2", float("inf"))))
-
-
 def _average(kept: list, k: int) -> tuple[np.ndarray, list]:
     """Mean of the *k* lowest-scoring objects, each aligned to the best (translation, phase, twin)."""
     from cdi_plugins.compute.metrics import compare_to_truth
@@ -145,59 +127,68 @@ def _average(kept: list, k: int) -> tuple[np.ndarray, list]:
     return (total / len(kept)).astype(np.complex64), [r + 1 for _, r, _ in kept]
 
 
-def _run_once(plan: DatasetPlan, problem: Problem, ctx: Context, timings: list) -> State:
-    state = None
-    for i, step in enumerate(plan.steps, start=1):
-        ctx.step = i
-        t0 = time.perf_counter()
-        try:
-            state = step.algorithm.run(problem, state, dict(step.params), ctx)
-        except CDIError as e:
-            raise e if e.location else e.at(step.where)
-        except Exception as exc:  # a plugin's bug: one line naming the step and who wrote it
-            spec = step.algorithm
-            raise CDIError(f"algorithm '{spec.name}' (plugin '{spec.plugin}') failed: "
-                           f"{exc.__class__.__name__}: {exc} (cdi --debug shows the traceback)",
-                           step.where) from exc
-        ctx.backend.synchronize()
-        dt = time.perf_counter() - t0
-        _check_state(state, step.algorithm, problem, ctx.backend)
-        timings[i - 1] += dt
-        state = state.replace(provenance=list(state.provenance) + [
-            {"step": i, "algorithm": step.name, "plugin": step.algorithm.plugin, "seconds": dt}])
-        log.info("step %d %s: %.3f s", i, step.name, dt)
-    return state
+def _first_tasks(plan: DatasetPlan) -> list:
+    """The independent random starts: run 0 is exactly the single-run result for this seed, later runs get
+    their own streams."""
+    from cdi_plugins.runs import RunTask
+    return [RunTask(index=r, seed=plan.seed if r == 0 else [plan.seed or 0, r]) for r in range(plan.runs)]
 
 
 def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
              progress: Callable[..., None] | None = None) -> Result:
     """Run the steps of one dataset plan on *problem* (``plan.runs`` times, keeping the best).
 
+    Runs are ranked by ``plan.select`` (``auto``: chi2_free when free pixels are used, else chi2; or
+    ``llk_free``, the free Poisson log-likelihood).  They run side by side in ``plan.workers`` processes
+    (:func:`cdi_plugins.runs.resolve_workers`), each seeded by its run number, so the result does not
+    depend on how many.  With ``plan.ga`` the runs are bred over generations
+    (:mod:`cdi_plugins.runs.ga`) and the best object of all generations is kept.
+
     With ``plan.average = k > 1`` the result's object is the mean of the *k*
-    best runs, each aligned to the best one (translation, global phase and
-    twin), which averages out what the data does not determine; its support and
+    best runs (of the last generation, with ``ga``), each aligned to the best one (translation, global
+    phase and twin), which averages out what the data does not determine; its support and
     history are the best run's, and ``metadata["average_chi2"]`` is the chi^2 of
     the mean.
     """
+    from cdi_plugins.runs import resolve_workers, run_score, run_tasks
+    from cdi_plugins.runs.ga import evolve
     backend = get_backend(plan.backend, fft=plan.fft, threads=plan.threads)
     for step in plan.steps:
         if backend.name not in step.algorithm.backends:
             raise CDIError(f"algorithm '{step.name}' does not run on the {backend.name} backend", step.where)
     report = progress or (lambda **event: None)
     timings = [0.0] * len(plan.steps)
-    best, best_score, scores, kept = None, float("inf"), [], []
-    for r in range(plan.runs):
-        # run 0 is exactly the single-run result for this seed; later runs get their own streams
-        rng = np.random.default_rng(plan.seed if r == 0 else [plan.seed or 0, r])
-        ctx = Context(backend=backend, rng=rng, logger=log,
-                      progress=(lambda _r=r, **event: report(run=_r + 1, runs=plan.runs, **event)))
-        state = _run_once(plan, problem, ctx, timings)
-        score = _final_score(state)
-        scores.append(score)
-        if best is None or score < best_score:
-            best, best_score = state, score
-        if plan.average > 1:
-            kept.append((score, r, backend.to_numpy(state.obj).astype(np.complex64, copy=False)))
+    workers = resolve_workers(plan.workers, tasks=plan.runs, backend=backend.name, threads=plan.threads,
+                              work=problem.intensity.size * plan.iterations)
+    n_runs = plan.runs
+
+    def run_generation(tasks, g):
+        outs = run_tasks(tasks, steps=plan.steps, problem=problem, backend=backend, workers=workers,
+                         progress=lambda run, **event: report(run=g * n_runs + run + 1, runs=n_runs * generations,
+                                                              **event))
+        for o in outs:
+            for i, t in enumerate(o.timings):
+                timings[i] += t
+        return outs
+
+    def score(history):
+        return run_score(history, plan.select)
+
+    generations = plan.ga["generations"] if plan.ga else 1
+    ga_trace = None
+    if plan.ga:
+        spec = dict(plan.ga, metric=plan.ga["metric"] or plan.select)
+        last, alpha, ga_trace = evolve(spec, _first_tasks(plan), run_generation,
+                                       lambda h: run_score(h, spec["metric"]), backend.to_numpy, plan.seed)
+        outcomes = last + ([] if any(o is alpha for o in last) else [alpha])
+    else:
+        outcomes = run_generation(_first_tasks(plan), 0)
+    scores = [score(o.state.history) for o in outcomes]
+    # the first of equal scores; a NaN score never wins unless every score is NaN
+    best_i = int(np.argmin([sc if sc == sc else np.inf for sc in scores]))
+    best = outcomes[best_i].state
+    kept = [(sc, o.index, backend.to_numpy(o.state.obj).astype(np.complex64, copy=False))
+            for sc, o in zip(scores, outcomes)] if plan.average > 1 else []
     steps = [{"step": i, "algorithm": st.name, "plugin": st.algorithm.plugin, "params": dict(st.params),
               "seconds": timings[i - 1]} for i, st in enumerate(plan.steps, start=1)]
     obj = backend.to_numpy(best.obj).astype(np.complex64, copy=False)
@@ -205,9 +196,15 @@ def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
     metadata = {**problem.metadata, "source": problem.source, "backend": backend.name,
                 "fft": backend.fft_engine, "threads": backend.threads_for(problem.intensity.size),
                 "seed": plan.seed, "runs": plan.runs, "postprocess": dict(plan.postprocess)}
+    if workers > 1:
+        metadata["workers"] = workers
+    if plan.select != "auto":
+        metadata["select"] = plan.select
     if plan.runs > 1:
         metadata["run_scores"] = scores
-        metadata["best_run"] = int(np.argmin(scores)) + 1
+        metadata["best_run"] = outcomes[best_i].index + 1
+    if ga_trace is not None:
+        metadata["ga"] = {**ga_trace, "generations": generations, "metric": spec["metric"]}
     if plan.average > 1:
         obj, metadata["averaged_runs"] = _average(kept, plan.average)
         from cdi_plugins.compute.metrics import chi2

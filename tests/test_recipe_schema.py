@@ -47,7 +47,7 @@ def test_thirty_two_cubed_simulation_validates():
 
 
 def test_models_cover_the_section_keys():
-    assert list(SETTINGS.params) == ["backend", "fft", "threads", "seed", "runs", "average"]
+    assert list(SETTINGS.params) == ["backend", "fft", "threads", "seed", "runs", "average", "select"]
     assert set(SETTINGS.params) < set(TOP_KEYS)
     # the raw-scan keys (data.frames, beamline, spec, ...) have their validator with the scan code
     from cdi_plugins.physics.scan import SCAN_KEYS
@@ -91,6 +91,11 @@ def test_models_cover_the_section_keys():
     ("data.free_fraction", "x", "'free_fraction' must be a number, got 'x'"),
     ("data.simulate", 5, "data.simulate must be a mapping"),
     ("data.simulate.shape", 8, "'shape' = 8 is out of range [16, 1024]"),
+    ("select", "chi_free", "select must be one of auto, chi2, chi2_free, llk_free; got 'chi_free' (did you mean 'chi2_free' or 'llk_free'?)"),
+    ("select", "llk_free", "select: llk_free needs free pixels: set data.free_fraction (e.g. 0.05)"),
+    ("workers", 0, "workers must be auto or an integer in [1, 1,024], got 0"),
+    ("workers", "many", "workers must be auto or an integer in [1, 1,024], got 'many'"),
+    ("workers", 2.0, "workers must be auto or an integer in [1, 1,024], got 2.0"),
 ])
 def test_setting_messages(key, value, message):
     assert set_error(key, value) == f"--set {key}: {message}"
@@ -102,6 +107,9 @@ def test_setting_messages(key, value, message):
     ("runs", None, "runs", 1),
     ("average", None, "average", 1),
     ("fft", "scipy", "fft", "scipy"),
+    ("workers", None, "workers", "auto"),
+    ("workers", 3, "workers", 3),
+    ("select", "chi2", "select", "chi2"),
 ])
 def test_null_and_valid_settings(key, value, attribute, expected):
     plan = load_recipe(SIM, overrides=[(key, value)]).dataset()

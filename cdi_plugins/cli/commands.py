@@ -234,7 +234,7 @@ def _compare_recipes(args) -> int:
         check_writable(args.png, overwrite=args.overwrite,
                        protect=[p for p in (args.data, *args.results) if p])
     table = compare(args.results, data=args.data, overrides=_overrides(args.set),
-                    progress_for=lambda label, plan: Progress(plan.iterations * plan.runs, label,
+                    progress_for=lambda label, plan: Progress(plan.iterations * plan.total_runs, label,
                                                               enabled=not args.quiet))
     results, problem = table.results, table.problem
     w = max(12, max(len(k) for k in results))

@@ -81,7 +81,7 @@ def preparation_lines(md: dict) -> list[str]:
 def run_with_progress(plan, problem, label: str, *, quiet: bool):
     """Run one dataset plan behind a progress bar; returns (Result, wall seconds)."""
     from cdi_plugins.pipeline import run_timed
-    return run_timed(plan, problem, Progress(plan.iterations * plan.runs, label, enabled=not quiet))
+    return run_timed(plan, problem, Progress(plan.iterations * plan.total_runs, label, enabled=not quiet))
 
 
 def summary(result, path, seconds, extra_paths=()) -> str:
@@ -94,7 +94,16 @@ def summary(result, path, seconds, extra_paths=()) -> str:
     lines += preparation_lines(md)
     if result.runs > 1:
         scores = ", ".join(f"{v:.3e}" for v in md.get("run_scores", []))
-        lines.append(f"  best of {result.runs} runs: kept run {md.get('best_run')} (final chi2 of each: {scores}); "
+        metric = md.get("select") or ("chi2_free" if result.history and "chi2_free" in result.history[-1]
+                                      else "chi2")
+        workers = f", {md['workers']} worker processes" if md.get("workers") else ""
+        ga = md.get("ga")
+        if ga:
+            best = ", ".join(f"{v:.3e}" for v in ga["best"])
+            lines.append(f"  genetic algorithm: {ga['generations']} generations of {result.runs} runs (breeding "
+                         f"{', '.join(ga['breed'])}), best {ga['metric']} so far after each: {best}")
+        lines.append(f"  best of {result.runs} runs{' (last generation and the best of all)' if ga else ''}: kept "
+                     f"run {md.get('best_run')} (final {metric} of each: {scores}){workers}; "
                      "seconds are totals over all runs")
     if md.get("averaged_runs"):
         lines.append(f"  object written: mean of runs {', '.join(map(str, md['averaged_runs']))} aligned to the best "
@@ -108,6 +117,9 @@ def summary(result, path, seconds, extra_paths=()) -> str:
     err = result.error()
     done = (f"{result.iterations} iterations" if result.runs == 1 else
             f"{result.runs} runs of {result.iterations} iterations")
+    if md.get("ga"):
+        done = (f"{sum(len(s) for s in md['ga']['scores'])} runs ({md['ga']['generations']} generations) of "
+                f"{result.iterations} iterations")
     what = "final chi2" if not md.get("averaged_runs") else "chi2 of the averaged object"
     tail = f"  total: {done} in {result.seconds:.2f} s (wall {seconds:.2f} s), {what} {final}"
     if err is not None:

@@ -17,8 +17,11 @@ Shape of a recipe (every key but ``steps`` optional)::
     fft: auto                   # auto | pyfftw | scipy | cupy
     threads: null               # CPU FFT threads (null: all cores)
     seed: 0                     # random start; same seed -> same result
-    runs: 1                     # independent random starts; the lowest final chi2 is kept
+    runs: 1                     # independent random starts; the best is kept (select)
     average: 1                  # average the k best runs (aligned to the best) instead of keeping one
+    select: auto                # what ranks runs: chi2 | chi2_free | llk_free (auto: chi2_free if free pixels)
+    workers: auto               # processes running the runs side by side (one FFT thread each)
+    ga: {generations: 3, breed: sqrt_ab, cull: [1, 1]}   # optional: breed the runs (cdi_plugins.runs.ga)
     params:                     # defaults per algorithm for every step below
       hio: {beta: 0.9}
     steps: "3*(20*ER+180*HIO)+20*ER"   # cohere's sequence string, or a list:

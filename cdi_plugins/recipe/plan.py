@@ -7,9 +7,11 @@ import os
 from typing import Any
 
 from cdi_plugins.core.params import suggest
-from cdi_plugins.core.registry import AlgorithmSpec, Registry, get_registry
+from cdi_plugins.core.registry import Registry, get_registry
 from cdi_plugins.core.sequence import parse_sequence
 from cdi_plugins.core.limits import MAX_ITERATIONS, MAX_RUNS, MAX_STEPS
+from cdi_plugins.runs import validate_ga
+from cdi_plugins.runs.execute import Step
 from cdi_plugins.errors import CDIError
 from cdi_plugins.recipe.loader import _plain, read_recipe
 from cdi_plugins.recipe.location import _key_parts, _Overlay, _Where
@@ -20,23 +22,6 @@ from cdi_plugins.recipe.schema import (TOP_KEYS, check_keys, check_top, dataset_
                                        validate_settings)
 
 __all__ = ["Step", "DataSpec", "OutputSpec", "DatasetPlan", "Recipe", "load_recipe"]
-
-
-@dataclasses.dataclass
-class Step:
-    """One expanded step: a registered algorithm and its validated parameters."""
-    algorithm: AlgorithmSpec
-    params: dict
-    where: str
-
-    @property
-    def name(self) -> str:
-        return self.algorithm.name
-
-    @property
-    def iterations(self) -> int:
-        key = self.algorithm.iterations_param
-        return int(self.params[key]) if key else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +105,9 @@ class DatasetPlan:
     base_dir: str
     source: str
     average: int = 1  # average the k best runs
+    select: str = "auto"  # what ranks runs (cdi_plugins.runs.SELECT)
+    workers: int | str = "auto"  # processes running runs side by side (cdi_plugins.runs.resolve_workers)
+    ga: dict | None = None  # the genetic algorithm over the runs (cdi_plugins.runs.validate_ga), or None
     geometry: dict | None = None  # validated Bragg geometry (cdi_plugins.physics.postprocess.validate_geometry)
     postprocess: dict = dataclasses.field(default_factory=dict)
     prepare_where: dict = dataclasses.field(default_factory=dict)  # recipe location of each data.prepare key
@@ -128,6 +116,17 @@ class DatasetPlan:
     def iterations(self) -> int:
         """Iterations of one run."""
         return sum(s.iterations for s in self.steps)
+
+    @property
+    def total_runs(self) -> int:
+        """Runs of the steps, all generations of ``ga`` together (``runs`` without one)."""
+        if not self.ga:
+            return self.runs
+        n, total = self.runs, self.runs
+        for cull in self.ga["cull"]:
+            n -= cull
+            total += n
+        return total
 
 
 @dataclasses.dataclass
@@ -227,9 +226,15 @@ def _validate_dataset(doc, where, name, source, base_dir, registry, check_backen
     _check_size(steps, [], 0, where.text("steps"))          # lists and sequences together
     if settings["runs"] > MAX_RUNS:
         raise CDIError(f"runs = {settings['runs']:,} is more than the limit of {MAX_RUNS:,}", where.text("runs"))
+    gw = where.child("ga")
+    ga = validate_ga(doc.get("ga"), lambda key=None: gw.text(key) if key else where.text("ga"),
+                     runs=settings["runs"], average=settings["average"], free=bool(data["free_fraction"]))
+    if ga is not None and settings["runs"] * ga["generations"] > MAX_RUNS:
+        raise CDIError(f"runs x ga.generations = {settings['runs'] * ga['generations']:,} runs of the steps, more "
+                       f"than the limit of {MAX_RUNS:,}", where.text("ga"))
     return DatasetPlan(name=name, data=DataSpec(base_dir=base_dir, **data), steps=steps,
                        output=OutputSpec(**output), doc=_plain(doc), base_dir=base_dir, source=source,
-                       geometry=geometry, postprocess=post, prepare_where=prepare_where, **settings)
+                       geometry=geometry, postprocess=post, prepare_where=prepare_where, ga=ga, **settings)
 
 
 def _make_step(alg_name, values: dict, defaults: dict, registry, where_fn, where_alg: str,

@@ -19,6 +19,7 @@ import os
 import re
 
 from cdi_plugins.compute.backend import BACKENDS, FFT_ENGINES
+from cdi_plugins.core.limits import MAX_WORKERS
 from cdi_plugins.core.params import Param, ParamModel, suggest
 from cdi_plugins.errors import CDIError
 from cdi_plugins.physics.postprocess import POSTPROCESS, validate_geometry
@@ -26,18 +27,20 @@ from cdi_plugins.physics.prepare import PREPARE_KEYS, validate_prepare
 from cdi_plugins.physics.scan import SCAN_KEYS, validate_scan
 from cdi_plugins.physics.simulate import SIMULATE
 from cdi_plugins.recipe.location import _Where
+from cdi_plugins.runs import SELECT
 
 __all__ = ["TOP_KEYS", "DATA_KEYS", "OUTPUT_KEYS", "DATASET_KEYS", "SETTINGS", "DATA", "OUTPUT",
            "check_keys", "check_top", "dataset_entries", "validate_data", "validate_settings",
            "validate_output", "validate_postprocess", "validate_defaults"]
 
-TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", "runs", "average", "params",
-            "steps",
+TOP_KEYS = ("name", "description", "data", "backend", "fft", "threads", "seed", "runs", "average", "select",
+            "workers", "ga", "params", "steps",
             "geometry", "postprocess", "output", "datasets",
             "cluster")  # cluster: read by cdi batch (cdi_plugins.batch.cluster), not by a run
 DATA_KEYS = ("path", "dataset", "mask", "mask_dataset", "simulate", "free_fraction", "prepare") + SCAN_KEYS
 OUTPUT_KEYS = ("path", "overwrite", "png", "vti", "html", "cohere_dir")
-DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "runs", "average", "params", "steps",
+DATASET_KEYS = ("name", "data", "backend", "fft", "threads", "seed", "runs", "average", "select", "workers", "ga",
+                "params", "steps",
                 "geometry",
                 "postprocess", "output", "set")
 
@@ -57,8 +60,11 @@ SETTINGS = ParamModel([
     _choice("fft", FFT_ENGINES, "FFT engine (auto: the fastest one the backend has)"),
     _count("threads", None, 1, "CPU FFT threads (null: all cores)"),
     _count("seed", 0, 0, "random start; same seed -> same result"),
-    _count("runs", 1, 1, "independent random starts; the lowest final chi2 is kept (null: 1)"),
+    _count("runs", 1, 1, "independent random starts; the best by `select` is kept (null: 1)"),
     _count("average", 1, 1, "average the k best runs (aligned to the best) instead of keeping one (null: 1)"),
+    Param("select", "str", "auto", "what ranks runs: chi2, chi2_free, llk_free (free Poisson log-likelihood); "
+          "auto: chi2_free with free pixels, else chi2", choices=SELECT,
+          message=f"select must be one of {', '.join(SELECT)}; got {{value!r}}{{suggest}}"),
 ])
 """Top-level run settings of a recipe (or of one of its datasets)."""
 
@@ -218,14 +224,29 @@ def _validate_scan(data: dict, dwhere: _Where, base_dir: str) -> dict | None:
     return validate_scan(data, where, base_dir, get_registry())
 
 
+_WORKERS = Param("workers", "int", 1, "", low=1, high=MAX_WORKERS, strict=True,
+                 message=f"workers must be auto or an integer in [1, {MAX_WORKERS:,}], got {{value!r}}")
+
+
+def _workers(value, where: str):
+    """``workers``: ``auto`` (null means the same) or a number of processes."""
+    if value is None or value == "auto":
+        return "auto"
+    return _WORKERS.check(value, where)
+
+
 def validate_settings(doc: dict, where: _Where, check_backend: bool) -> tuple[dict, str | None]:
-    """Backend, FFT, threads, seed, runs, average: ``(settings, backend name or None)``.
+    """Backend, FFT, threads, seed, runs, average, select, workers: ``(settings, backend name or None)``.
 
     With *check_backend* the backend is also created (it must run here), and its
     name returned.
     """
     settings = SETTINGS.validate(_in_order(SETTINGS, doc), lambda key=None: where.text(key))
     settings["runs"] = settings["runs"] or 1
+    settings["workers"] = _workers(doc.get("workers", "auto"), where.text("workers"))
+    if settings["select"] in ("chi2_free", "llk_free") and not (doc.get("data") or {}).get("free_fraction"):
+        raise CDIError(f"select: {settings['select']} needs free pixels: set data.free_fraction (e.g. 0.05)",
+                       where.text("select"))
     settings["average"] = settings["average"] or 1
     if settings["average"] > settings["runs"]:
         raise CDIError(f"average = {settings['average']} needs at least as many runs (runs = {settings['runs']})",
