@@ -53,7 +53,7 @@ def test_a_wheel_installs_every_plugin_and_the_weights(tmp_path):
     assert got["file"].startswith(str(site))                      # the installed copy, not the checkout
     assert got["plugins"] == {"ad": "ok", "batch": "ok", "beamlines": "ok", "cohere": "ok", "iterative": "ok", "nn": "ok"}
     assert got["executors"] == ["dask", "local", "pbs", "slurm"] and got["frame_sources"] == ["folder", "hdf5"]
-    assert got["beamlines"] == ["aps_34idc", "generic"]
+    assert got["beamlines"] == ["aps_34idc", "generic", "nexus"]
     assert got["algorithms"] == ["ad", "asr", "cohere", "dm", "er", "hio", "nn", "raar", "sf"]
     assert {"train", "nn-eval", "import-cohere"} <= set(got["commands"])
     assert set(got["weights"]) == {"au32_w025", "au32_w025_ft"} and min(got["weights"].values()) > 100_000
