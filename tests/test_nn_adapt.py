@@ -58,6 +58,7 @@ def test_physics_loss_is_near_zero_for_the_truth_and_blind_to_twin_and_global_ph
                                                                               support_threshold=0.0)
 
 
+@pytest.mark.slow
 def test_adaptation_lowers_the_physics_loss_on_held_out_patterns_of_a_shifted_domain(tmp_path):
     # 8 unlabelled patterns, 6 epochs; held out: 4 other crystals of the same domain.  Measured over three
     # pattern sets x two seeds (lr 3e-4, 6 epochs): after / before = 0.71-0.86; asserted: < 0.92.
@@ -87,6 +88,7 @@ def test_adaptation_lowers_the_physics_loss_on_held_out_patterns_of_a_shifted_do
     assert not os.path.exists(str(out) + ".ckpt")        # removed once the weights are written
 
 
+@pytest.mark.slow
 def test_cli_adapt_writes_weights_the_nn_step_takes_by_path_and_resumes(tmp_path, capsys):
     import cdi_plugins
     from cdi_plugins.cli import main
@@ -105,7 +107,7 @@ def test_cli_adapt_writes_weights_the_nn_step_takes_by_path_and_resumes(tmp_path
     assert "mean" in capsys.readouterr().out
     _, meta = load_weights(str(out))
     assert [h["epoch"] for h in meta["adapted"]["history"]] == [1, 2]
-    assert meta["adapted"]["command"].startswith("cdi adapt") or meta["adapted"]["command"] == ""
+    assert meta["adapted"]["arguments"]["epochs"] == 2 and meta["adapted"]["arguments"]["inputs"] == files
     # the nn step takes it by path
     recipe = {"name": "t", "data": {"simulate": {"shape": 32, "seed": 1, "counts": 1e8}},
               "steps": [{"algorithm": "nn", "weights": str(out)}]}

@@ -291,7 +291,8 @@ def _settings(settings: dict) -> dict:
 
 
 def adapt(patterns: list[dict], out, *, weights: str = DEFAULT_WEIGHTS, settings: dict | None = None,
-          command: str = "", overwrite: bool = False, progress: bool = True, log=print) -> dict:
+          command: str = "", arguments: dict | None = None, overwrite: bool = False, progress: bool = True,
+          log=print) -> dict:
     """Fine-tune *weights* on *patterns* (from :func:`read_patterns`) and write the result to *out*.
 
     Returns ``{"out", "history", "loss_before", "loss_after"}`` (losses: per pattern, dropout off).  See
@@ -338,6 +339,8 @@ def adapt(patterns: list[dict], out, *, weights: str = DEFAULT_WEIGHTS, settings
                             "oversampling": list(q["oversampling"])} for p, q in zip(patterns, prepared)],
               "settings": {k: v for k, v in cfg.items() if k not in ("checkpoint", "resume", "threads")},
               "command": command}
+    if arguments is not None:
+        record["arguments"] = arguments
     if mix is not None:
         record["mix_set"] = {"path": os.path.abspath(os.path.expanduser(os.fspath(cfg["mix"]))),
                              "sha256": _sha256(os.path.expanduser(os.fspath(cfg["mix"]))),

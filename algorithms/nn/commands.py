@@ -8,6 +8,7 @@ Nothing heavy is imported until a command runs.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 
@@ -150,9 +151,11 @@ def cmd_adapt(args) -> int:
                 "support_threshold": args.support_threshold, "mix": args.mix, "mix_weight": args.mix_weight,
                 "seed": args.seed, "device": args.device, "threads": args.threads, "augment": not args.no_augment,
                 "resume": not args.no_resume, "checkpoint": args.checkpoint, "time_limit_s": args.time_limit,
-                "oversampling": args.oversampling}
-    command = "cdi adapt " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["adapt"] else ""
-    res = adapt(patterns, args.out, weights=args.weights, settings=settings, command=command,
+                "oversampling": args.oversampling, "train": args.train}
+    # the command as typed (when run as `cdi ... adapt ...`) and, always, its parsed arguments
+    command = "cdi " + shlex.join(sys.argv[1:]) if "adapt" in sys.argv[1:] else ""
+    arguments = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
+    res = adapt(patterns, args.out, weights=args.weights, settings=settings, command=command, arguments=arguments,
                 overwrite=args.overwrite, progress=not args.quiet, log=(lambda *a: None) if args.quiet else print)
     if res["out"] is None:
         print(f"stopped at the time limit; checkpoint {res['checkpoint']}: the same command continues")
@@ -211,6 +214,9 @@ def _adapt_arguments(a) -> None:
     a.add_argument("--loss", choices=("amplitude", "poisson"), default="amplitude")
     a.add_argument("--support-threshold", type=float, default=0.1,
                    help="soft support at this fraction of the maximum predicted amplitude (0: none)")
+    a.add_argument("--train", choices=("all", "phase", "decoders"), default="all",
+                   help="what adapts: all layers; phase: the phase decoder only (the support cannot change); "
+                        "decoders: both decoders, the encoder frozen")
     a.add_argument("--mix", metavar="SIMULATED.h5", default=None,
                    help="a set from cdi simulate-set: add its supervised loss so the network cannot drift")
     a.add_argument("--mix-weight", type=float, default=0.5)
