@@ -136,6 +136,11 @@ def test_cli_adapt_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     np.save(two_d, np.ones((16, 16), np.float32))
     assert main(["adapt", str(two_d), "--out", str(tmp_path / "o.pt")]) == 2
     assert "img.npy" in capsys.readouterr().err
+    small_mask = tmp_path / "mask8.npy"
+    np.save(small_mask, np.zeros((8, 8, 8), bool))
+    assert main(["adapt", str(flat), "--out", str(tmp_path / "o.pt"), "--mask", str(small_mask)]) == 2
+    err = capsys.readouterr().err
+    assert "mask8.npy" in err and "(8, 8, 8)" in err
     assert main(["adapt", str(flat), "--out", str(tmp_path / "o.pt"), "--weights", "no_such_weights"]) == 2
     assert "no_such_weights" in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()
