@@ -156,3 +156,23 @@ def test_adapt_reads_a_recipe_s_prepared_data_once_per_distinct_pattern(tmp_path
     assert len(pats) == 1                                  # three datasets, one pattern
     assert pats[0]["intensity"].shape == (64, 64, 64) and pats[0]["mask"].any()   # prepared: centred, masked
     assert pats[0]["files"][0]["sha256"] == hashlib.sha256(open(data, "rb").read()).hexdigest()
+
+
+@pytest.mark.slow
+def test_adapt_mixed_with_simulated_crystals_records_the_set_and_refuses_a_wrong_size(tmp_path):
+    from cdi_plugins.errors import CDIError
+    from cdi_plugins.physics.atomistic import make_set
+    mix = make_set(tmp_path / "mix.h5", 3, 4)
+    s = atomistic_crystal([4300, 0], shape=32, **SHIFTED)
+    pats = [{"name": "p0", "intensity": s["intensity"], "mask": s["mask"], "files": [], "array_sha256": "x"}]
+    out = tmp_path / "m.pt"
+    adapt(pats, out, settings={"epochs": 1, "batch_size": 4, "threads": 1, "mix": mix, "mix_weight": 1.0},
+          progress=False, log=lambda *a: None)
+    _, meta = load_weights(str(out))
+    rec = meta["adapted"]["mix_set"]
+    assert rec["n"] == 3 and rec["seed"] == 4
+    assert rec["sha256"] == hashlib.sha256(open(mix, "rb").read()).hexdigest()
+    wrong = make_set(tmp_path / "mix16.h5", 2, 4, shape=16)
+    with pytest.raises(CDIError, match="mix16.h5"):
+        adapt(pats, tmp_path / "n.pt", settings={"epochs": 1, "mix": wrong}, progress=False, log=lambda *a: None)
+    assert not (tmp_path / "n.pt").exists()

@@ -311,6 +311,18 @@ def adapt(patterns: list[dict], out, *, weights: str = DEFAULT_WEIGHTS, settings
         torch.set_num_threads(int(cfg["threads"]))
     device = resolve_device(cfg["device"])
     model, parent = load_weights(weights, device)            # notes the weights file as an input
+    mix = None
+    if cfg["mix"]:
+        from cdi_plugins.physics.atomistic import load_set
+        from cdi_plugins.io.atomic import note_input
+        mpath = os.path.expanduser(os.fspath(cfg["mix"]))
+        mix = load_set(mpath)
+        note_input(mpath)
+        size = int(parent["arch"]["size"])
+        if mix["input"].shape[1:] != (size,) * 3:
+            raise CDIError(f"the simulated set's patterns are {mix['input'].shape[1:]}, the network's input is "
+                           f"{(size,) * 3}", mpath)
+        mix_t = [torch.from_numpy(mix[k]) for k in ("input", "amplitude", "phase")]
     check_writable(out, overwrite=overwrite, protect=inputs())   # before any work
     ckpt = os.path.abspath(os.path.expanduser(cfg["checkpoint"] or out + ".ckpt"))
     check_writable(ckpt, overwrite=True, protect=inputs() + [out])
@@ -321,17 +333,6 @@ def adapt(patterns: list[dict], out, *, weights: str = DEFAULT_WEIGHTS, settings
                                     target_oversampling=cfg["target_oversampling"]))
         except CDIError as e:
             raise e if e.location else e.at(p["name"])
-    mix = None
-    if cfg["mix"]:
-        from cdi_plugins.physics.atomistic import load_set
-        from cdi_plugins.io.atomic import note_input
-        mpath = os.path.expanduser(os.fspath(cfg["mix"]))
-        mix = load_set(mpath)
-        note_input(mpath)
-        if mix["input"].shape[1:] != prepared[0]["x"].shape:
-            raise CDIError(f"the simulated set's patterns are {mix['input'].shape[1:]}, the network's input is "
-                           f"{prepared[0]['x'].shape}", mpath)
-        mix_t = [torch.from_numpy(mix[k]) for k in ("input", "amplitude", "phase")]
     form, thr = cfg["loss"], float(cfg["support_threshold"])
     record = {"files": [f for p in patterns for f in p["files"]],
               "patterns": [{"name": p["name"], "shape": list(np.shape(p["intensity"])),
@@ -389,7 +390,7 @@ def adapt(patterns: list[dict], out, *, weights: str = DEFAULT_WEIGHTS, settings
             a, p = _forward(model, xb, device)
             loss = physics_loss(a, p, tb, form=form, support_threshold=thr).mean()
             if mix is not None and cfg["mix_weight"] > 0:
-                j = torch.from_numpy(rng.choice(len(mix_t[0]), size=len(idx), replace=False))
+                j = torch.from_numpy(rng.choice(len(mix_t[0]), size=len(idx), replace=len(mix_t[0]) < len(idx)))
                 sx, sa, sp = (v[j] for v in mix_t)
                 if cfg["augment"]:
                     sym = _draw(rng)
