@@ -20,7 +20,7 @@ from cdi_plugins.core import (AlgorithmSpec, CommandSpec, Context, Param, ParamM
                               State, get_registry, hookimpl)
 from cdi_plugins.errors import CDIError
 
-_PIPELINE = ("run", "run_all", "compare", "save", "load")
+_PIPELINE = ("run", "run_all", "problems", "compare", "save", "load")
 
 
 def __getattr__(name):

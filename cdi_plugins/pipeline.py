@@ -24,7 +24,7 @@ from cdi_plugins.recipe import DatasetPlan, Recipe, load_recipe
 from cdi_plugins.core.result import Result
 from cdi_plugins.core.state import Problem
 
-__all__ = ["run", "run_all", "compare", "Comparison", "Job", "plan_jobs", "check_outputs", "write_outputs",
+__all__ = ["run", "run_all", "problems", "compare", "Comparison", "Job", "plan_jobs", "check_outputs", "write_outputs",
            "build_problem", "run_plan", "run_timed", "versions", "save", "load", "DEFAULT_OUT"]
 
 DEFAULT_OUT = "{recipe}_{dataset}.cxi"   # where `cdi run` and `cdi batch` write a result the recipe does not place
@@ -488,6 +488,15 @@ def run_all(recipe, *, overrides=(), progress=None, write: bool = True) -> dict[
             if plan.name in jobs:
                 write_outputs(out[plan.name], jobs[plan.name])
     return out
+
+
+def problems(recipe, *, overrides=()) -> dict[str, Problem]:
+    """The data of every dataset of a recipe, read, masked and prepared exactly as ``cdi run`` would before
+    its first step; returns ``{dataset name: Problem}``.  For plugin commands that work on a recipe's
+    data (``cdi adapt``) without running its steps.  The files read are noted as inputs
+    (:func:`cdi_plugins.io.atomic.note_input`) in the caller's input scope."""
+    rec = load_recipe(recipe, overrides=list(overrides))
+    return {plan.name: build_problem(plan) for plan in rec.datasets}
 
 
 @dataclasses.dataclass

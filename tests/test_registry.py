@@ -388,7 +388,7 @@ def test_a_thirdparty_plugin_adds_a_command_with_the_hosts_error_handling(site, 
 
 def test_builtin_plugins_bring_their_commands():
     reg = Registry()
-    assert plugin(reg, "nn").commands == ["simulate-set", "train", "nn-eval", "nn-bench"]
+    assert plugin(reg, "nn").commands == ["simulate-set", "train", "nn-eval", "nn-bench", "adapt"]
     assert plugin(reg, "cohere").commands == ["import-cohere"]
     assert reg.commands["train"].plugin == "nn"
 

@@ -1,7 +1,7 @@
 """``nn``: the 3D-CDI-NN neural predictor as a plugin: the step (``plugin``), the network, its loss, figures
 and weights (``network``), the mapping between the data's grid and the network's (``mapping``), training
-and evaluation (``training``), and the commands it adds to ``cdi`` (``commands``: simulate-set, train,
-nn-eval, nn-bench).
+and evaluation (``training``), adaptation to measured patterns without truth (``adapt``), and the commands it
+adds to ``cdi`` (``commands``: simulate-set, train, nn-eval, nn-bench, adapt).
 Registering it imports no torch: the network loads when a step or command needs it.
 """
 

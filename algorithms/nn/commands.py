@@ -1,4 +1,4 @@
-"""``cdi`` commands of the neural predictor: ``simulate-set``, ``train``, ``nn-eval``, ``nn-bench``.
+"""``cdi`` commands of the neural predictor: ``simulate-set``, ``train``, ``nn-eval``, ``nn-bench``, ``adapt``.
 
 The plugin registers them through the ``cdi_register_commands`` hook (:func:`commands`), as any
 third-party plugin would; the host gives them logging, one-line errors and Ctrl-C handling.
@@ -8,12 +8,13 @@ Nothing heavy is imported until a command runs.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 
 from cdi_plugins.core import CDIError, CommandSpec
 
-__all__ = ["commands", "cmd_simulate_set", "cmd_train", "cmd_nn_eval", "cmd_nn_bench"]
+__all__ = ["commands", "cmd_simulate_set", "cmd_train", "cmd_nn_eval", "cmd_nn_bench", "cmd_adapt"]
 
 
 def cmd_simulate_set(args) -> int:
@@ -141,6 +142,31 @@ def cmd_nn_bench(args) -> int:
     return 0
 
 
+def cmd_adapt(args) -> int:
+    import numpy as np
+
+    from cdi_plugins.algorithms.nn.adapt import adapt, read_patterns
+    patterns = read_patterns(args.inputs, dataset=args.dataset, mask=args.mask)
+    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "loss": args.loss,
+                "support_threshold": args.support_threshold, "mix": args.mix, "mix_weight": args.mix_weight,
+                "seed": args.seed, "device": args.device, "threads": args.threads, "augment": not args.no_augment,
+                "resume": not args.no_resume, "checkpoint": args.checkpoint, "time_limit_s": args.time_limit,
+                "oversampling": args.oversampling, "train": args.train}
+    # the command as typed (when run as `cdi ... adapt ...`) and, always, its parsed arguments
+    command = "cdi " + shlex.join(sys.argv[1:]) if "adapt" in sys.argv[1:] else ""
+    arguments = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
+    res = adapt(patterns, args.out, weights=args.weights, settings=settings, command=command, arguments=arguments,
+                overwrite=args.overwrite, progress=not args.quiet, log=(lambda *a: None) if args.quiet else print)
+    if res["out"] is None:
+        print(f"stopped at the time limit; checkpoint {res['checkpoint']}: the same command continues")
+        return 0
+    b, a = res["loss_before"], res["loss_after"]
+    print(f"physics loss ({args.loss}) on {len(b)} pattern(s): mean {b.mean():.4f} -> {a.mean():.4f}, "
+          f"median {float(np.median(b)):.4f} -> {float(np.median(a)):.4f}")
+    print(f"wrote {res['out']} (use it with: {{algorithm: nn, weights: {res['out']}}})")
+    return 0
+
+
 def _simulate_set_arguments(s) -> None:
     s.add_argument("out", help="output .h5 file (kept as a cache when it exists with the same settings)")
     s.add_argument("--n", type=int, default=1000, help="number of crystals")
@@ -175,6 +201,40 @@ def _nn_bench_arguments(b) -> None:
     b.add_argument("--repeat", type=int, default=20)
 
 
+def _adapt_arguments(a) -> None:
+    a.add_argument("inputs", nargs="+", metavar="RECIPE_OR_FILES",
+                   help="one recipe (.yaml: every dataset's data, prepared as cdi run does) or data files "
+                        "(.npy, .tif, .h5, ... as cdi run --data reads them)")
+    a.add_argument("--weights", default="au32_w025_ft", help="built-in name or .pt file to start from")
+    a.add_argument("--out", required=True, help="the adapted weights (.pt); never an input")
+    a.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    a.add_argument("--epochs", type=int, default=20)
+    a.add_argument("--batch-size", type=int, default=4)
+    a.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    a.add_argument("--loss", choices=("amplitude", "poisson"), default="amplitude")
+    a.add_argument("--support-threshold", type=float, default=0.1,
+                   help="soft support at this fraction of the maximum predicted amplitude (0: none)")
+    a.add_argument("--train", choices=("all", "phase", "decoders"), default="all",
+                   help="what adapts: all layers; phase: the phase decoder only (the support cannot change); "
+                        "decoders: both decoders, the encoder frozen")
+    a.add_argument("--mix", metavar="SIMULATED.h5", default=None,
+                   help="a set from cdi simulate-set: add its supervised loss so the network cannot drift")
+    a.add_argument("--mix-weight", type=float, default=0.5)
+    a.add_argument("--mask", default=None, help="one mask file for every data file (nonzero = not measured)")
+    a.add_argument("--dataset", default=None, help="HDF5 dataset inside the data files")
+    a.add_argument("--oversampling", type=float, default=None,
+                   help="smallest-axis oversampling of the data, as the nn step's parameter (default: estimated)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    a.add_argument("--threads", type=int, default=None)
+    a.add_argument("--checkpoint", default=None, help="default: OUT.ckpt (removed when done)")
+    a.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    a.add_argument("--no-augment", action="store_true", help="no random flips / axis permutations")
+    a.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="stop after the epoch that passes S seconds (resume with the same command)")
+    a.add_argument("-q", "--quiet", action="store_true")
+
+
 def commands() -> list[CommandSpec]:
     """The neural predictor's ``cdi`` commands."""
     return [
@@ -186,4 +246,6 @@ def commands() -> list[CommandSpec]:
                     _nn_eval_arguments, cmd_nn_eval),
         CommandSpec("nn-bench", "time one prediction on the CPU (and the GPU when present)",
                     _nn_bench_arguments, cmd_nn_bench),
+        CommandSpec("adapt", "fine-tune NN weights on measured patterns without truth (physics-aware loss)",
+                    _adapt_arguments, cmd_adapt),
     ]
