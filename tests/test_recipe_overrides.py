@@ -80,3 +80,19 @@ def test_a_bad_set_value_is_one_line():
         parse_set("params.hio.beta=[0.5,")
     text = str(e.value)
     assert "\n" not in text and text.startswith("--set params.hio.beta: value '[0.5,' is not valid YAML (")
+
+
+def test_set_on_one_dataset_changes_that_dataset_only():
+    # --set datasets.1.params.hio.beta=0.55 used to land in every dataset as an unused key, silently;
+    # it wins over the dataset's own set: (0.7) and over a plain --set
+    rec = load_recipe(DATASETS, overrides=[("datasets.1.params.hio.beta", 0.55), ("params.hio.beta", 0.6)])
+    a, b, c = rec.datasets
+    assert b.steps[1].params["beta"] == 0.55 and a.steps[1].params["beta"] == 0.6
+    rec = load_recipe(DATASETS, overrides=[("datasets[0].data.simulate.seed", 7)])
+    assert [d.data.simulate["seed"] for d in rec.datasets] == [7, 4, 0]
+    with pytest.raises(CDIError, match=r"--set datasets.5.seed: index 5 is out of range \(the recipe lists 3"):
+        load_recipe(DATASETS, overrides=[("datasets.5.seed", 1)])
+    with pytest.raises(CDIError, match="--set datasets.0.seed: the recipe has no datasets list"):
+        load_recipe(BASE, overrides=[("datasets.0.seed", 1)])
+    with pytest.raises(CDIError, match="--set datasets.x.seed: use datasets.<index>.KEY=VALUE"):
+        load_recipe(DATASETS, overrides=[("datasets.x.seed", 1)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import os
 from typing import Any
@@ -173,11 +175,14 @@ def load_recipe(recipe, *, overrides: list[tuple[str, Any]] = (), registry: Regi
     where = _Where(source, "", doc)
     check_top(doc, where, overrides)
     entries = dataset_entries(doc, where)
+    overrides, per_dataset = _split_dataset_overrides(overrides, entries)
     base = {k: v for k, v in doc.items() if k != "datasets"}
     plans = []
-    for w, ds in entries:
+    for i, (w, ds) in enumerate(entries):
         name = ds.get("name") or str(doc.get("name") or "default")
         overridden = {_key_parts(key): f"--set {key}" for key, _ in overrides}
+        for full, key, _ in per_dataset.get(i, ()):
+            overridden[_key_parts(key)] = f"--set {full}"
         if w is None:
             eff, ewhere = base, _Where(source, "", doc, overridden=overridden)
         else:
@@ -207,8 +212,29 @@ def load_recipe(recipe, *, overrides: list[tuple[str, Any]] = (), registry: Regi
                         d.pop(key, None)
                     d["path"] = data
                 eff["data"] = d
+        for full, key, value in per_dataset.get(i, ()):   # --set datasets.<i>.KEY: the most specific wins
+            apply_set(eff, key, value, f"--set {full}")
         plans.append(_validate_dataset(eff, ewhere, name, source, base_dir, registry, check_backend))
     return Recipe(text=text, source=source, datasets=plans)
+
+
+def _split_dataset_overrides(overrides, entries) -> tuple[list, dict]:
+    """``--set datasets.<i>.KEY=VALUE`` apply to dataset *i* only: ``(other overrides, {i: [(full key, KEY,
+    value)]})``.  Without this they would land in every dataset as an unused key and be ignored."""
+    rest, per = [], {}
+    for key, value in overrides:
+        m = re.match(r"^datasets(?:\.|\[)(-?\d+)\]?\.(.+)$", key)
+        if not key.startswith("datasets"):
+            rest.append((key, value))
+            continue
+        if m is None or entries == [(None, {})]:
+            raise CDIError("use datasets.<index>.KEY=VALUE (the recipe's datasets list, counted from 0)"
+                           if entries != [(None, {})] else "the recipe has no datasets list", f"--set {key}")
+        idx = int(m.group(1))
+        if not -len(entries) <= idx < len(entries):
+            raise CDIError(f"index {idx} is out of range (the recipe lists {len(entries)} datasets)", f"--set {key}")
+        per.setdefault(idx % len(entries), []).append((key, m.group(2), value))
+    return rest, per
 
 
 def _validate_dataset(doc, where, name, source, base_dir, registry, check_backend) -> DatasetPlan:
