@@ -12,6 +12,7 @@ from cdi_plugins.cli import main
 from tests.cohere_helpers import CONF, SIM, _experiment, needs_cohere
 from cdi_plugins.algorithms.cohere.experiment import config_rec_to_recipe, recipe_to_config_rec
 from cdi_plugins.io.cohere import read_cohere_results, read_config_rec, write_config_rec
+from cdi_plugins.recipe import load_recipe
 
 
 def test_config_rec_recipe_round_trip_ours(tmp_path):
@@ -28,7 +29,7 @@ def test_config_rec_recipe_round_trip_ours(tmp_path):
     for k in ("algorithm_sequence", "hio_beta", "shrink_wrap_trigger", "shrink_wrap_threshold",
               "shrink_wrap_gauss_sigma", "reconstructions"):
         assert back[k] == conf[k], k
-    plan = cdi_plugins.recipe.load_recipe({**recipe, "data": SIM}).dataset()  # it validates
+    plan = load_recipe({**recipe, "data": SIM}).dataset()  # it validates
     assert plan.iterations == 620 and plan.runs == 3
 
 
@@ -40,7 +41,7 @@ def test_config_rec_recipe_round_trip_cohere():
     assert step["twin_trigger"] == [2] and step["algorithm_sequence"] == CONF["algorithm_sequence"]
     back = recipe_to_config_rec(recipe)
     assert back == {k: v for k, v in CONF.items() if k != "ga_generations"}
-    cdi_plugins.recipe.load_recipe({**recipe, "data": SIM})
+    load_recipe({**recipe, "data": SIM})
 
 
 def test_import_cohere_cli(tmp_path, capsys, monkeypatch):
@@ -75,3 +76,11 @@ def test_import_cohere_refusing_an_existing_recipe_writes_nothing(tmp_path, caps
     (exp / "scan.yaml").write_text("# mine\n")
     assert main(["import-cohere", str(exp), "--out", str(exp / "scan.yaml")]) == 2
     assert not (exp / "scan_data.npy").exists()
+
+
+def test_solvent_flipping_in_a_config_rec_becomes_our_sf_step():
+    recipe, _ = config_rec_to_recipe({**CONF, "algorithm_sequence": "10*SF+20*HIO+10*ER"})
+    assert recipe["steps"] == "10*SF+20*HIO+10*ER"
+    assert recipe["params"]["sf"]["shrink_wrap_period"] == recipe["params"]["er"]["shrink_wrap_period"]
+    plan = load_recipe({**recipe, "data": SIM}).dataset()
+    assert [s.name for s in plan.steps] == ["sf", "hio", "er"]

@@ -36,10 +36,7 @@ def _sequence_for_ours(seq: str, unsupported: list) -> str:
     if re.search(r"(ER|HIO)pc", out):
         unsupported.append(("algorithm_sequence", "ERpc/HIOpc (partial coherence) run as ER/HIO"))
         out = re.sub(r"(ER|HIO)pc", r"\1", out)
-    if re.search(r"\bSF\b|\*SF", out):
-        raise CDIError(f"algorithm_sequence {seq!r}: SF (solvent flipping) has no equivalent here; "
-                       "import with --engine cohere")
-    return out
+    return out   # ER, HIO, RAAR and SF (solvent flipping) are ours under the same names
 
 
 def config_rec_to_recipe(conf: dict, *, engine: str = "ours") -> tuple[dict, list]:
@@ -114,7 +111,7 @@ def config_rec_to_recipe(conf: dict, *, engine: str = "ours") -> tuple[dict, lis
         # a recipe's params apply to every step: initial_support: box would reset each later step's support
         unsupported.append(("initial_support_area", f"{list(conf['initial_support_area'])}: the first step "
                             "starts from the autocorrelation support instead"))
-    for alg in ("er", "hio", "raar"):
+    for alg in ("er", "hio", "raar") + (("sf",) if "SF" in recipe["steps"] else ()):
         params[alg] = dict(common)
     if "hio_beta" in conf:
         params["hio"]["beta"] = float(conf["hio_beta"])
