@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import yaml
 
-import cdi_plugins
 from cdi_plugins.cli import main
 from tests.cohere_helpers import CONF, SIM, _experiment, needs_cohere
 from cdi_plugins.algorithms.cohere.experiment import config_rec_to_recipe, recipe_to_config_rec
