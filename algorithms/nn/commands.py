@@ -112,18 +112,17 @@ def cmd_nn_bench(args) -> int:
     import numpy as np
     import torch
 
-    from cdi_plugins.algorithms.nn.network import load_weights
+    from cdi_plugins.algorithms.nn.plugin import _model     # the model exactly as the nn step runs it
     cores = torch.get_num_threads()
     runs = [("cpu", th) for th in sorted({1, cores})]
     if torch.cuda.is_available():
         runs.append(("cuda", cores))
     for dev, th in runs:
         torch.set_num_threads(th)
-        model, meta = load_weights(args.weights, dev)
+        model, meta, _ = _model(args.weights, dev)
         n = meta["arch"]["size"]
         x = torch.rand(1, 1, n, n, n, device=dev)
         if dev == "cpu":
-            model = model.to(memory_format=torch.channels_last_3d)
             x = x.contiguous(memory_format=torch.channels_last_3d)
         times = []
         with torch.no_grad():
