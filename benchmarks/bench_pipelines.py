@@ -28,7 +28,7 @@ median per-dataset time after the warm-up, as a batch worker runs datasets one a
 another in one process) and "x incl. warm-up" (the first call, which pays the imports --
 torch for the network and AD --, FFT plans and the network's weights, added to the
 times of all the datasets).  Each dataset's line also gives the recipe's ratio against
-the baseline on that dataset.  Importing torch is timed first and added to the first
+the baseline on that dataset ("x by cpu": the same from the CPU-time medians).  Importing torch is timed first and added to the first
 call of every recipe with an nn or ad step.  "cpu s" is this process's CPU time for the recipe
 (median), which a busy machine disturbs much less than the wall-clock times.
 """
@@ -117,8 +117,10 @@ def main(argv=None) -> int:
           "cpu = this process's CPU time; first call = the warm-up run (imports, plans, weights; "
           f"with importing torch, {torch_import:.2f} s, for recipes with an nn or ad step); "
           f"x incl. warm-up = (first call + the {n} datasets) against the baseline's")
+    base_cpu = statistics.median(rows[args.baseline]["cpu"])
     print(f"{'recipe':<24} {'time s':>8} {'x faster':>9} {'first call s':>12} {'x incl. warm-up':>15} "
-          f"{'wall s':>8} {'cpu s':>7} {'final chi2':>11} {'error':>8} {'max error':>9} {'chi2 <= baseline':>17}")
+          f"{'wall s':>8} {'cpu s':>7} {'x by cpu':>8} {'final chi2':>11} {'error':>8} {'max error':>9} "
+          f"{'chi2 <= baseline':>17}")
     for r in recipes:
         d = rows[r]
         t = statistics.median(d["time"])
@@ -126,6 +128,7 @@ def main(argv=None) -> int:
         total = first[r] + sum(d["time"])
         print(f"{os.path.basename(r):<24} {t:>8.3f} {base / t:>9.2f} {first[r]:>12.3f} {base_total / total:>15.2f} "
               f"{statistics.median(d['wall']):>8.3f} {statistics.median(d['cpu']):>7.3f} "
+              f"{base_cpu / statistics.median(d['cpu']):>8.2f} "
               f"{statistics.median(d['chi2']):>11.3e} {statistics.median(d['error']):>8.4f} {max(d['error']):>9.4f} "
               f"{beats:>17}")
     print("command: python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])))
