@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--weights", default="au32_w025_ft")
+    ap.add_argument("--weights", default="au32_w025_ft2")
     args = ap.parse_args(argv)
 
     import numpy as np

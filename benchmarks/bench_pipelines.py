@@ -28,9 +28,10 @@ median per-dataset time after the warm-up, as a batch worker runs datasets one a
 another in one process) and "x incl. warm-up" (the first call, which pays the imports --
 torch for the network and AD --, FFT plans and the network's weights, added to the
 times of all the datasets).  Each dataset's line also gives the recipe's ratio against
-the baseline on that dataset ("x by cpu": the same from the CPU-time medians).  Importing torch is timed first and added to the first
-call of every recipe with an nn or ad step.  "cpu s" is this process's CPU time for the recipe
-(median), which a busy machine disturbs much less than the wall-clock times.
+the baseline on that dataset.  Importing torch is timed first and added to the first call
+of every recipe with an nn or ad step.  "cpu s" is this process's CPU time for the recipe
+(median), which a busy machine disturbs much less than the wall-clock times, and "x by
+cpu" the speed-up from those medians.
 """
 
 from __future__ import annotations

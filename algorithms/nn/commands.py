@@ -13,6 +13,8 @@ import time
 
 from cdi_plugins.core import CDIError, CommandSpec
 
+from cdi_plugins.algorithms.nn.plugin import DEFAULT_WEIGHTS
+
 __all__ = ["commands", "cmd_simulate_set", "cmd_train", "cmd_nn_eval", "cmd_nn_bench"]
 
 
@@ -160,7 +162,7 @@ def _train_arguments(t) -> None:
 
 def _nn_eval_arguments(e) -> None:
     e.add_argument("data", help="a set written by simulate-set")
-    e.add_argument("--weights", default="au32_w025_ft", help="built-in name or .pt file")
+    e.add_argument("--weights", default=DEFAULT_WEIGHTS, help="built-in name or .pt file")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.add_argument("--threshold", type=float, default=0.5, help="support threshold on the predicted amplitude")
     e.add_argument("--limit", type=int, default=None)
@@ -170,7 +172,7 @@ def _nn_eval_arguments(e) -> None:
 
 
 def _nn_bench_arguments(b) -> None:
-    b.add_argument("--weights", default="au32_w025_ft")
+    b.add_argument("--weights", default=DEFAULT_WEIGHTS)
     b.add_argument("--repeat", type=int, default=20)
 
 

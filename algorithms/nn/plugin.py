@@ -26,7 +26,7 @@ import numpy as np
 
 from cdi_plugins.core import AlgorithmSpec, CDIError, Param, State, hookimpl
 
-DEFAULT_WEIGHTS = "au32_w025_ft"
+DEFAULT_WEIGHTS = "au32_w025_ft2"   # au32_w025_ft fine-tuned (configs/nn_finetune2_cpu.yaml)
 
 PARAMS = [
     Param("weights", "str", DEFAULT_WEIGHTS, "built-in weights name or a .pt file written by `cdi train`",
