@@ -135,7 +135,7 @@ def _recipe_steps(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["nn_ad.yaml", "nn_ad_er.yaml"])
+@pytest.mark.parametrize("name", ["nn_ad.yaml", "nn_ad_er.yaml", "nn_ad_fast.yaml"])
 def test_nn_ad_pipelines_fit_as_well_as_the_classic_recipe(name):
     """The NN -> AD recipes reach a chi^2 at least as low as the 620-iteration classic recipe on a
     held-out simulated crystal (how much faster they are is printed by benchmarks/bench_pipelines.py)."""

@@ -92,3 +92,25 @@ def test_weights_files_are_read_without_running_code_in_them(tmp_path):
     with pytest.raises(CDIError, match="evil.pt: cannot read weights"):
         load_weights(str(tmp_path / "evil.pt"))
     assert not marker.exists()
+
+
+def test_onednn_inference_predicts_what_the_generic_path_predicts():
+    # the nn step runs every convolution through oneDNN; the weights and the state dict stay the same,
+    # the predictions agree to float32 rounding, and training (gradients on) keeps PyTorch's own path
+    import copy
+
+    from cdi_plugins.algorithms.nn.network import onednn_inference
+    torch.manual_seed(0)
+    model = CDINN(width=0.25, dropout=0.0).eval()
+    fast = onednn_inference(copy.deepcopy(model))
+    assert fast.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), model.state_dict().values()))
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        (a0, p0), (a1, p1) = model(x), fast(x)
+    assert a1.shape == a0.shape == (1, 32, 32, 32)
+    assert float((a1 - a0).abs().max()) < 1e-5 and float((p1 - p0).abs().max()) < 1e-4
+    # with gradients on, the output is differentiable as before
+    a2, p2 = fast(x)
+    (a2.sum() + p2.sum()).backward()
+    assert all(p.grad is not None for p in fast.parameters())

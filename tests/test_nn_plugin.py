@@ -42,6 +42,30 @@ def test_nn_step_on_a_64_cube_gives_a_state_on_the_data_grid(tmp_path):
 
 
 @needs_weights
+def test_nn_step_runs_on_the_recipes_threads_and_records_where_its_time_goes(tmp_path):
+    import torch
+
+    from cdi_plugins.physics.atomistic import atomistic_crystal
+    np.save(tmp_path / "x.npy", atomistic_crystal([42, 1], shape=48)["intensity"])
+    rec = {"name": "t", "data": {"path": str(tmp_path / "x.npy")}, "backend": "numpy", "threads": 1,
+           "steps": [{"algorithm": "nn"}]}
+    before = torch.get_num_threads()
+    seen = []
+    real = torch.set_num_threads
+    try:
+        torch.set_num_threads = lambda n: (seen.append(n), real(n))[1]
+        r = cdi_plugins.run(rec)
+    finally:
+        torch.set_num_threads = real
+    assert torch.get_num_threads() == before                  # put back after the step
+    if before != 1:
+        assert seen[0] == 1                                   # the recipe's one thread for the network
+    h = r.history[0]
+    assert all(h[k] > 0 for k in ("prepare_seconds", "network_seconds", "resample_seconds"))
+    assert h["prepare_seconds"] + h["network_seconds"] + h["resample_seconds"] <= r.timings[0]
+
+
+@needs_weights
 def test_predict_refuses_an_empty_pattern():
     from cdi_plugins.algorithms.nn.plugin import predict
     with pytest.raises(CDIError, match="cannot estimate the oversampling"):

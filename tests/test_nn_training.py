@@ -14,7 +14,23 @@ from tests.helpers import SHIPPED, CodePayload, needs_weights
 
 
 @needs_weights
-@pytest.mark.parametrize("name", [SHIPPED, "au32_w025"])
+def test_the_default_weights_are_the_third_stage_and_beat_the_second_on_the_held_out_set():
+    from cdi_plugins.algorithms.nn.plugin import DEFAULT_WEIGHTS
+    assert DEFAULT_WEIGHTS == "au32_w025_ft2"
+    _, meta = load_weights(DEFAULT_WEIGHTS)
+    _, parent = load_weights(SHIPPED)
+    # fine-tuned from the second stage, whose record (and its own parent's) it carries
+    assert meta["init"]["weights"] == SHIPPED and meta["init"]["epochs_trained"] == 8
+    assert meta["init"]["init"]["weights"] == "au32_w025"
+    assert meta["train_set"]["n"] == 1500 and meta["seed"] == 21
+    new, old = meta["held_out"], parent["held_out"]
+    assert new["set"] == old["set"] and new["seed"] == old["seed"] == 3 and new["n"] == old["n"] == 200
+    assert new["iou"] > old["iou"] and new["phase_rms"] < old["phase_rms"]
+    assert new["amp_error"] < old["amp_error"]
+
+
+@needs_weights
+@pytest.mark.parametrize("name", [SHIPPED, "au32_w025", "au32_w025_ft2"])
 def test_shipped_weights_reproduce_their_recorded_figures(name):
     model, meta = load_weights(name)
     for key in ("version", "command", "seed", "train_set", "val_set", "check", "held_out", "arch_hash"):

@@ -14,6 +14,8 @@ import time
 
 from cdi_plugins.core import CDIError, CommandSpec
 
+from cdi_plugins.algorithms.nn.plugin import DEFAULT_WEIGHTS
+
 __all__ = ["commands", "cmd_simulate_set", "cmd_train", "cmd_nn_eval", "cmd_nn_bench", "cmd_adapt"]
 
 
@@ -113,18 +115,17 @@ def cmd_nn_bench(args) -> int:
     import numpy as np
     import torch
 
-    from cdi_plugins.algorithms.nn.network import load_weights
+    from cdi_plugins.algorithms.nn.plugin import _model     # the model exactly as the nn step runs it
     cores = torch.get_num_threads()
     runs = [("cpu", th) for th in sorted({1, cores})]
     if torch.cuda.is_available():
         runs.append(("cuda", cores))
     for dev, th in runs:
         torch.set_num_threads(th)
-        model, meta = load_weights(args.weights, dev)
+        model, meta, _ = _model(args.weights, dev)
         n = meta["arch"]["size"]
         x = torch.rand(1, 1, n, n, n, device=dev)
         if dev == "cpu":
-            model = model.to(memory_format=torch.channels_last_3d)
             x = x.contiguous(memory_format=torch.channels_last_3d)
         times = []
         with torch.no_grad():
@@ -187,7 +188,7 @@ def _train_arguments(t) -> None:
 
 def _nn_eval_arguments(e) -> None:
     e.add_argument("data", help="a set written by simulate-set")
-    e.add_argument("--weights", default="au32_w025_ft", help="built-in name or .pt file")
+    e.add_argument("--weights", default=DEFAULT_WEIGHTS, help="built-in name or .pt file")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.add_argument("--threshold", type=float, default=0.5, help="support threshold on the predicted amplitude")
     e.add_argument("--limit", type=int, default=None)
@@ -197,7 +198,7 @@ def _nn_eval_arguments(e) -> None:
 
 
 def _nn_bench_arguments(b) -> None:
-    b.add_argument("--weights", default="au32_w025_ft")
+    b.add_argument("--weights", default=DEFAULT_WEIGHTS)
     b.add_argument("--repeat", type=int, default=20)
 
 

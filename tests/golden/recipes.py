@@ -27,8 +27,8 @@ HASHES = os.path.join(HERE, "hashes.json")
 
 # training configs are not recipes; cohere_seeded needs the optional cohere-core; aps_34idc reads the user's
 # own frames (not shipped); adapt_real_au reads weights the user makes with `cdi adapt` (not shipped)
-NOT_RECIPES = ("nn_train_cpu.yaml", "nn_train_gpu.yaml", "nn_finetune_cpu.yaml", "aps_34idc.yaml",
-               "adapt_real_au.yaml")
+NOT_RECIPES = ("nn_train_cpu.yaml", "nn_train_gpu.yaml", "nn_finetune_cpu.yaml", "nn_finetune2_cpu.yaml",
+               "aps_34idc.yaml", "adapt_real_au.yaml")
 PINNED = [("fft", "scipy"), ("threads", 1)]
 
 
