@@ -147,7 +147,7 @@ def _make_run(name: str):
             ca, cb = 1.0, -params["beta"]
         else:
             ca, cb = params["beta"], 1.0 - 2.0 * params["beta"]
-        work = KernelWork(xp, problem.shape, feedback=ca is not None)
+        work = KernelWork(xp, problem.shape, feedback=ca is not None, threads=be.threads_for(x.size))
         inside = xp.flatnonzero(s)  # flat indices of the support (see update_object)
         chi = xp.zeros(n, dtype=xp.float32)
         chi_free = xp.zeros(n, dtype=xp.float32) if dd.free_idx is not None else None

@@ -8,6 +8,7 @@ compares only where it matches.
 
     python -m tests.golden.recipes            # print the hashes of this checkout
     python -m tests.golden.recipes --update   # rewrite tests/golden/hashes.json
+    python -m tests.golden.recipes --numerics # with each final chi^2 and error against the truth
 """
 
 from __future__ import annotations
@@ -43,11 +44,14 @@ def fingerprint() -> dict:
     except ImportError:  # NumPy < 2
         from numpy.core._multiarray_umath import __cpu_features__ as feats
     out = {"machine": platform.machine(), "cpu_features": sorted(k for k, v in feats.items() if v)}
-    for name in ("numpy", "scipy", "torch"):
+    for name in ("numpy", "scipy", "torch", "numba"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             out[name] = None
+    # the elementwise passes (compute/kernels.py): numba's and NumPy's |F| differ in the last bit
+    from cdi_plugins.compute.kernels import kernel_impl
+    out["kernels"] = kernel_impl(np)
     try:
         import torch
         out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
@@ -67,6 +71,18 @@ def result_hash(result) -> str:
 
 def hash_recipe(name: str) -> dict[str, str]:
     """{dataset: hash} of one recipe run the pinned way, in this process."""
+    return {ds: result_hash(r) for ds, r in run_recipe(name).items()}
+
+
+def numerics(result) -> str:
+    """Final chi^2 and error against the truth (where the data are simulated): what a hash change must keep."""
+    from cdi_plugins.compute.metrics import compare_to_truth
+    err = "-" if result.truth is None else f"{compare_to_truth(result.obj, result.truth)['error']:.5f}"
+    return f"chi2 {result.chi2:.5e} error {err}"
+
+
+def run_recipe(name: str) -> dict:
+    """{dataset: Result} of one recipe run the pinned way, in this process."""
     import torch
 
     import cdi_plugins
@@ -76,13 +92,15 @@ def hash_recipe(name: str) -> dict[str, str]:
         results = cdi_plugins.run_all(os.path.join(CONFIGS, name), overrides=PINNED, write=False)
     finally:
         torch.set_num_threads(before)
-    return {ds: result_hash(r) for ds, r in results.items()}
+    return results
 
 
 def main(argv=None) -> int:
     import argparse
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--update", action="store_true", help="rewrite tests/golden/hashes.json")
+    p.add_argument("--numerics", action="store_true",
+                   help="also print each dataset's final chi^2 and error against the truth")
     p.add_argument("names", nargs="*", help="recipes (default: all)")
     args = p.parse_args(argv)
     out = {}
@@ -93,9 +111,10 @@ def main(argv=None) -> int:
             except ImportError:
                 print(f"{name}: skipped (cohere-core not installed)")
                 continue
-        out[name] = hash_recipe(name)
+        results = run_recipe(name)
+        out[name] = {ds: result_hash(r) for ds, r in results.items()}
         for ds, h in out[name].items():
-            print(f"{name} {ds} {h}", flush=True)
+            print(f"{name} {ds} {h}" + (f" {numerics(results[ds])}" if args.numerics else ""), flush=True)
     if args.update:
         with open(HASHES, "w") as fh:
             json.dump({"fingerprint": fingerprint(), "pinned": PINNED, "hashes": out}, fh, indent=1, sort_keys=True)
