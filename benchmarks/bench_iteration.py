@@ -7,7 +7,7 @@ FFT pair.  The goal is an iteration within 1.5x of an FFT pair.  Also prints
 numpy.fft and scipy.fft pairs measured in the same run as reference points.
 Each row says the threads actually used at that size: the FFT's (the backend
 runs arrays up to 64^3 on one thread) and the elementwise kernels' (the same),
-and the header says the kernel implementation (numba, numpy, cupy) and the
+with the kernel implementation (numba, numpy, cupy); the header says the
 pyFFTW planner.
 
     python benchmarks/bench_iteration.py                 # 64, 128, 256 on the default backend
@@ -63,8 +63,8 @@ def main(argv=None) -> int:
     reg = get_registry()
     planner = f" ({be.planner_effort})" if be.fft_engine == "pyfftw" else ""
     print(f"cdi-plugins {cdi_plugins.__version__}: backend {be.name}, fft {be.fft_engine}{planner}, "
-          f"kernels {kernel_impl(be.xp)}, median of {args.repeats} x {args.iterations} iterations")
-    head = f"{'size':>6} {'threads fft/kernels':>19} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
+          f"median of {args.repeats} x {args.iterations} iterations")
+    head = f"{'size':>6} {'kernels, threads fft/kernels':>28} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
     if not args.no_reference:
         head += f" {'numpy.fft ms':>12} {'scipy.fft ms':>12}"
     print(head)
@@ -103,8 +103,8 @@ def main(argv=None) -> int:
             t_start = median_time(start_only, args.repeats)
             times[name] = max(t_step - t_start, 0.0) / (args.iterations - 1)
         thr = be.threads_for(n ** 3)
-        kthr = effective_threads(kernel_impl(be.xp), thr)
-        row = (f"{n:>5}^3 {f'{thr}/{kthr}':>19} {t_fft * 1e3:>11.2f} {times['er'] * 1e3:>8.2f} {times['hio'] * 1e3:>8.2f} "
+        impl = kernel_impl(be.xp, size=n ** 3)
+        row = (f"{n:>5}^3 {f'{impl}, {thr}/{effective_threads(impl, thr)}':>28} {t_fft * 1e3:>11.2f} {times['er'] * 1e3:>8.2f} {times['hio'] * 1e3:>8.2f} "
                f"{times['raar'] * 1e3:>8.2f} {times['er'] / t_fft:>7.2f} {times['hio'] / t_fft:>8.2f} "
                f"{times['raar'] / t_fft:>9.2f}")
         if not args.no_reference:

@@ -11,7 +11,7 @@ Algorithms call these functions rather than spelling the passes out, so a
 faster implementation of a pass serves every algorithm at once.  Three
 implementations, chosen per :class:`KernelWork` (``work.impl``):
 
-* ``numba`` (CPU, when numba is installed): each pass is one multi-threaded
+* ``numba`` (CPU, arrays above 64^3, when numba is installed): each pass is one multi-threaded
   sweep over the arrays (|F|, chi^2 and the new F in one read and one write of
   F; the update with the support read as a byte mask).  chi^2 is summed in
   float64 over a fixed number of chunks (independent of the thread count) and
@@ -22,7 +22,8 @@ implementations, chosen per :class:`KernelWork` (``work.impl``):
 * ``cupy`` (GPU): the same passes as CuPy ``ElementwiseKernel``s; chi^2 is a
   float64 CuPy sum of the per-pixel residuals (deterministic, no atomics).
 * ``numpy``: the reference, a few whole-array NumPy operations on one thread;
-  used without numba, or with ``CDI_PLUGINS_KERNELS=numpy``.
+  used up to 64^3 (where it is as fast as numba on one thread and spares the
+  import), without numba, or with ``CDI_PLUGINS_KERNELS=numpy``.
 
 All three compute every pixel of ``F`` and ``x`` with the same float32
 operations; they differ in the last bit of |F| (NumPy uses hypot) and in the
@@ -144,9 +145,7 @@ def _numba_kernels():
 
 
 def numba_status() -> str:
-    """``"ok"`` or why the numba kernels are not in use."""
-    if os.environ.get("CDI_PLUGINS_KERNELS", "auto") == "numpy":
-        return "disabled by CDI_PLUGINS_KERNELS=numpy"
+    """``"ok"`` or why the numba kernels cannot be used (imports numba)."""
     return "ok" if _numba_kernels() is not None else (_numba_error or "numba unavailable")
 
 
@@ -210,23 +209,46 @@ def _cupy_kernels():
 # --------------------------------------------------------------------------------------------
 
 
-def kernel_impl(xp, requested: str = "auto") -> str:
-    """The implementation :class:`KernelWork` uses for the array module *xp*."""
-    requested = os.environ.get("CDI_PLUGINS_KERNELS", requested) if requested == "auto" else requested
+NUMBA_MIN_SIZE = 64 ** 3 + 1   # auto: numba from this many elements on (see kernel_impl)
+
+
+def kernel_impl(xp, requested: str = "auto", size: int | None = None) -> str:
+    """The implementation :class:`KernelWork` uses for the array module *xp* and arrays of *size* elements.
+
+    ``auto`` (or ``CDI_PLUGINS_KERNELS``, which overrides ``auto``): CuPy kernels on CuPy arrays;
+    numba on the CPU for arrays above 64^3 when it is installed, NumPy otherwise.  Up to 64^3 an
+    iteration runs on one thread and numba's single-thread passes cost what NumPy's do, so
+    importing numba and loading its kernels (about 1.5 s per process) would not pay; above,
+    its multi-threaded passes save ~10 ms an iteration at 128^3.
+    """
+    if requested == "auto":
+        requested = os.environ.get("CDI_PLUGINS_KERNELS") or "auto"
     if requested not in IMPLS:
         from cdi_plugins.errors import CDIError
-        raise CDIError(f"unknown kernel implementation {requested!r}; choose one of {', '.join(IMPLS)}")
+        raise CDIError(f"unknown kernel implementation {requested!r} (CDI_PLUGINS_KERNELS); "
+                       f"choose one of {', '.join(IMPLS)}")
     if xp is not np:
         return "numpy" if requested == "numpy" else "cupy"   # "numpy" = the reference code on CuPy arrays
     if requested == "cupy":
         from cdi_plugins.errors import CDIError
         raise CDIError("kernel implementation 'cupy' needs the cupy backend")
-    if requested in ("auto", "numba") and _numba_kernels() is not None:
-        return "numba"
     if requested == "numba":
-        from cdi_plugins.errors import CDIError
-        raise CDIError(f"kernel implementation 'numba' asked for but {numba_status()}")
+        if _numba_kernels() is None:
+            from cdi_plugins.errors import CDIError
+            raise CDIError(f"kernel implementation 'numba' asked for but {_numba_error}")
+        return "numba"
+    if requested == "auto" and (size is None or size >= NUMBA_MIN_SIZE) and _numba_installed():
+        if _numba_kernels() is not None:
+            return "numba"
     return "numpy"
+
+
+def _numba_installed() -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 class KernelWork:
@@ -243,14 +265,14 @@ class KernelWork:
         CPU threads of the numba kernels; pass the FFT's (``backend.threads_for(size)``).
         Default: every core this process may use.  The results do not depend on it.
     impl : {"auto", "numba", "numpy", "cupy"}
-        ``auto``: numba on the CPU when installed (NumPy otherwise; the environment variable
-        ``CDI_PLUGINS_KERNELS=numpy`` forces the reference), CuPy kernels on CuPy arrays.
+        See :func:`kernel_impl`; the environment variable ``CDI_PLUGINS_KERNELS`` (numpy, numba)
+        overrides ``auto``.
     """
 
     def __init__(self, xp, shape, feedback: bool, *, threads: int | None = None, impl: str = "auto"):
         self.xp = xp
         self.shape = tuple(int(s) for s in shape)
-        self.impl = kernel_impl(xp, impl)
+        self.impl = kernel_impl(xp, impl, int(np.prod(self.shape)))
         if threads is None:
             from cdi_plugins.compute.backend import default_threads
             threads = default_threads()

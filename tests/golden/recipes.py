@@ -9,6 +9,7 @@ compares only where it matches.
     python -m tests.golden.recipes            # print the hashes of this checkout
     python -m tests.golden.recipes --update   # rewrite tests/golden/hashes.json
     python -m tests.golden.recipes --numerics # with each final chi^2 and error against the truth
+    python -m tests.golden.recipes --numerics --kernels numba   # the same recipes on the numba kernels
 """
 
 from __future__ import annotations
@@ -44,14 +45,11 @@ def fingerprint() -> dict:
     except ImportError:  # NumPy < 2
         from numpy.core._multiarray_umath import __cpu_features__ as feats
     out = {"machine": platform.machine(), "cpu_features": sorted(k for k, v in feats.items() if v)}
-    for name in ("numpy", "scipy", "torch", "numba"):
+    for name in ("numpy", "scipy", "torch"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             out[name] = None
-    # the elementwise passes (compute/kernels.py): numba's and NumPy's |F| differ in the last bit
-    from cdi_plugins.compute.kernels import kernel_impl
-    out["kernels"] = kernel_impl(np)
     try:
         import torch
         out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
@@ -81,17 +79,26 @@ def numerics(result) -> str:
     return f"chi2 {result.chi2:.5e} error {err}"
 
 
-def run_recipe(name: str) -> dict:
-    """{dataset: Result} of one recipe run the pinned way, in this process."""
+def run_recipe(name: str, kernels: str = "auto") -> dict:
+    """{dataset: Result} of one recipe run the pinned way, in this process.
+
+    *kernels* pins the elementwise kernels (compute/kernels.py, ``CDI_PLUGINS_KERNELS``); ``auto``
+    runs every recipe here (all up to 64^3) on the NumPy reference, so numba is not in the fingerprint.
+    """
     import torch
 
     import cdi_plugins
-    before = torch.get_num_threads()
+    before = torch.get_num_threads(), os.environ.get("CDI_PLUGINS_KERNELS")
     torch.set_num_threads(1)
+    os.environ["CDI_PLUGINS_KERNELS"] = kernels
     try:
         results = cdi_plugins.run_all(os.path.join(CONFIGS, name), overrides=PINNED, write=False)
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        if before[1] is None:
+            os.environ.pop("CDI_PLUGINS_KERNELS")
+        else:
+            os.environ["CDI_PLUGINS_KERNELS"] = before[1]
     return results
 
 
@@ -101,6 +108,8 @@ def main(argv=None) -> int:
     p.add_argument("--update", action="store_true", help="rewrite tests/golden/hashes.json")
     p.add_argument("--numerics", action="store_true",
                    help="also print each dataset's final chi^2 and error against the truth")
+    p.add_argument("--kernels", default="auto", choices=("auto", "numpy", "numba"),
+                   help="elementwise kernels (auto: what the record holds); numba: check its numerics")
     p.add_argument("names", nargs="*", help="recipes (default: all)")
     args = p.parse_args(argv)
     out = {}
@@ -111,7 +120,9 @@ def main(argv=None) -> int:
             except ImportError:
                 print(f"{name}: skipped (cohere-core not installed)")
                 continue
-        results = run_recipe(name)
+        if args.update and args.kernels != "auto":
+            p.error("--update records the auto kernels only")
+        results = run_recipe(name, args.kernels)
         out[name] = {ds: result_hash(r) for ds, r in results.items()}
         for ds, h in out[name].items():
             print(f"{name} {ds} {h}" + (f" {numerics(results[ds])}" if args.numerics else ""), flush=True)
