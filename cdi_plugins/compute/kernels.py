@@ -45,70 +45,13 @@ __all__ = ["KernelWork", "project_modulus", "update_object", "kernel_impl", "num
 log = logging.getLogger("cdi_plugins.kernels")
 
 TINY = 1e-20      # added to |F| before dividing: no division by zero, the same for any |F| > 1e-13
-NCHUNK = 256      # chi^2 partial sums: a fixed count, so the sum does not depend on the thread count
+NCHUNK = 256      # chi^2 partial sums: a fixed count, so the sum does not depend on the thread count (numba)
 IMPLS = ("auto", "numba", "numpy", "cupy")
 
 
 # --------------------------------------------------------------------------------------------
-# numba kernels (compiled lazily: importing numba costs ~0.3 s, which `cdi validate` never needs)
-
-def _numba_source():
-    """The kernels as plain Python, compiled by :func:`_numba_kernels` (parallel) and serially."""
-    import math
-
-    from numba import prange
-
-    # complex arrays arrive as float32 views (re, im interleaved): building complex values in
-    # numba is 10x slower than this
-    def modulus(Fr, d, dNs, inv_n, tiny, partial):
-        # dNs: d / N, negative where the pixel is unconstrained (keep F there, undo the 1/N)
-        n = d.size
-        nch = partial.size
-        step = (n + nch - 1) // nch
-        for c in prange(nch):
-            lo = c * step
-            hi = min(n, lo + step)
-            acc = 0.0
-            for i in range(lo, hi):
-                re = Fr[2 * i]
-                im = Fr[2 * i + 1]
-                # |F| in double, rounded once to float (NumPy's hypot differs in the last bit at most)
-                a = np.float32(math.sqrt(np.float64(re) * np.float64(re) + np.float64(im) * np.float64(im)))
-                dn = dNs[i]
-                if dn < 0:
-                    s = inv_n
-                else:
-                    r = a - d[i]
-                    acc += np.float64(r) * np.float64(r)
-                    s = dn / (a + tiny)
-                Fr[2 * i] = re * s
-                Fr[2 * i + 1] = im * s
-            partial[c] = acc
-        tot = 0.0
-        for c in range(nch):
-            tot += partial[c]
-        return tot
-
-    def update(xr, pr, ca, cb, mask):
-        for i in prange(mask.size):
-            if mask[i]:
-                xr[2 * i] = pr[2 * i]
-                xr[2 * i + 1] = pr[2 * i + 1]
-            else:
-                xr[2 * i] = ca * xr[2 * i] + cb * pr[2 * i]
-                xr[2 * i + 1] = ca * xr[2 * i + 1] + cb * pr[2 * i + 1]
-
-    def update_er(xr, pr, mask):
-        for i in prange(mask.size):
-            if mask[i]:
-                xr[2 * i] = pr[2 * i]
-                xr[2 * i + 1] = pr[2 * i + 1]
-            else:
-                xr[2 * i] = 0
-                xr[2 * i + 1] = 0
-
-    return {"modulus": modulus, "update": update, "update_er": update_er}
-
+# numba kernels (compute/_numba_kernels.py), imported on first use: importing numba costs ~0.5 s,
+# which `cdi validate` and runs up to 64^3 never need
 
 _NUMBA_LOCK = threading.Lock()
 _numba_error: str | None = None
@@ -119,29 +62,11 @@ def _numba_kernels():
     """{name: (parallel, serial)} compiled kernels, or None without numba."""
     global _numba_error
     try:
-        import numba
+        from cdi_plugins.compute import _numba_kernels as nk
     except Exception as exc:  # not installed, or a broken install
-        _numba_error = f"numba is not installed ({exc.__class__.__name__}); pip install 'cdi-plugins[fast]'"
+        _numba_error = f"numba is not usable ({exc.__class__.__name__}: {exc}); pip install 'cdi-plugins[fast]'"
         return None
-    src = _numba_source()
-
-    def jit(fn, parallel):
-        opts = dict(nogil=True, parallel=parallel, fastmath=False, error_model="numpy")
-        try:
-            return numba.njit(cache=True, **opts)(fn)
-        except Exception as exc:  # no writable cache next to the package nor in the user's cache
-            log.debug("numba cache unavailable (%s): compiling in memory", exc)
-            return numba.njit(cache=False, **opts)(fn)
-
-    def renamed(fn, suffix):
-        # numba's disk cache keys a function by its qualified name and signature, not by the
-        # parallel flag: the serial build needs a name of its own or it loads the parallel one
-        import types
-        g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
-        g.__qualname__ = fn.__qualname__ + suffix
-        return g
-
-    return {k: (jit(f, True), jit(renamed(f, "_serial"), False)) for k, f in src.items()}
+    return nk.KERNELS
 
 
 def numba_status() -> str:
