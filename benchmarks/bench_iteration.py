@@ -4,7 +4,9 @@ Prints, for each size, the median time of one FFT pair (forward + inverse, the
 engine in use), of one iteration of each algorithm (shrink-wrap every 20
 iterations included, as in the default recipe), and the ratio iteration /
 FFT pair.  The goal is an iteration within 1.5x of an FFT pair.  Also prints
-numpy.fft and scipy.fft pairs measured in the same run as reference points.
+numpy.fft and scipy.fft pairs measured in the same run as reference points,
+and (pyFFTW) the pair with timed FFTW_MEASURE plans: what the default,
+reproducible FFTW_ESTIMATE plans cost.
 Each row says the threads actually used at that size: the FFT's (the backend
 runs arrays up to 64^3 on one thread) and the elementwise kernels' (the same),
 with the kernel implementation (numba, numpy, cupy); the header says the
@@ -67,6 +69,8 @@ def main(argv=None) -> int:
     head = f"{'size':>6} {'kernels, threads fft/kernels':>28} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
     if not args.no_reference:
         head += f" {'numpy.fft ms':>12} {'scipy.fft ms':>12}"
+        if be.fft_engine == "pyfftw" and be.planner_effort != "FFTW_MEASURE":
+            head += f" {'MEASURE pair ms':>17}"
     print(head)
     for n in args.sizes:
         sim = simulate_crystal(n, seed=0, counts=1e9, noise=False)
@@ -79,6 +83,17 @@ def main(argv=None) -> int:
             be.synchronize()
 
         t_fft = median_time(fft_pair, args.repeats, inner=max(1, args.iterations // 2))
+        t_meas = None
+        if be.fft_engine == "pyfftw" and be.planner_effort != "FFTW_MEASURE" and not args.no_reference:
+            # what reproducible plans cost: the same pair with timed (FFTW_MEASURE) plans, same threads
+            wm = get_backend(be.name, fft="pyfftw", threads=args.threads,
+                             planner_effort="FFTW_MEASURE").workspace(problem.shape)
+            wm.x[...] = ws.x
+
+            def fft_pair_measure():
+                wm.backward(wm.forward())
+
+            t_meas = median_time(fft_pair_measure, args.repeats, inner=max(1, args.iterations // 2))
         times = {}
         for name in ("er", "hio", "raar"):
             spec = reg.get(name)
@@ -113,6 +128,8 @@ def main(argv=None) -> int:
             t_sp = median_time(lambda: scipy.fft.ifftn(scipy.fft.fftn(a, workers=be.threads), workers=be.threads),
                                args.repeats)
             row += f" {t_np * 1e3:>12.2f} {t_sp * 1e3:>12.2f}"
+            if t_meas is not None:
+                row += f" {t_meas * 1e3:>17.2f}"
         print(row, flush=True)
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import types
 
 import numba
@@ -22,6 +23,13 @@ import numpy as np
 from numba import prange
 
 log = logging.getLogger("cdi_plugins.kernels")
+
+# numba's own thread pool ("workqueue") unless the user chose a layer: the OpenMP layer numba would
+# otherwise pick (GNU libgomp) aborts a child process forked after a parallel kernel ran (process-pool
+# workers, dask's LocalCluster); workqueue survives a fork but must not be entered from two threads at
+# once, which kernels.py prevents (a second thread runs the serial build)
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER = "workqueue"
 
 NCHUNK = 256
 
