@@ -15,6 +15,7 @@ pyFFTW planner.
     python benchmarks/bench_iteration.py                 # 64, 128, 256 on the default backend
     python benchmarks/bench_iteration.py --sizes 64 128 --repeats 7 --backend numpy --fft scipy
     CDI_PLUGINS_KERNELS=numpy python benchmarks/bench_iteration.py     # the NumPy reference kernels
+    python benchmarks/bench_iteration.py --passes --sizes 64 128 --repeats 7   # CPU ms of each pass
 
 Ratios are measured in one process so the machine's load affects both sides;
 still, run it on a quiet machine and quote medians.
@@ -41,6 +42,35 @@ def median_time(fn, repeats: int, inner: int = 1) -> float:
     return statistics.median(ts)
 
 
+def passes(sizes, repeats: int) -> None:
+    """CPU time (one thread, so the machine's load matters little) of each elementwise pass, per implementation."""
+    from cdi_plugins.compute import kernels as K
+    impls = ["numpy"] + (["numba"] if K.numba_status() == "ok" else [])
+    print(f"elementwise passes, one thread, CPU ms (min of {repeats}): " + ", ".join(impls))
+    print(f"{'size':>6} " + " ".join(f"{i + ' ' + p:>16}" for i in impls for p in ("modulus", "HIO update")))
+    for n in sizes:
+        shape = (n, n, n)
+        rng = np.random.default_rng(0)
+        F = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+        d = np.abs(rng.standard_normal(shape)).astype(np.float32)
+        dN, inv_n = d / np.float32(d.size), np.float32(1.0 / d.size)
+        inside = np.flatnonzero(rng.random(d.size) < 0.05)
+        x, p = F.copy(), F.copy()
+        row = f"{n:>5}^3"
+        for impl in impls:
+            w = K.KernelWork(np, shape, True, threads=1, impl=impl)
+            for fn in (lambda: K.project_modulus(w, F, d, dN, inv_n, None),
+                       lambda: K.update_object(w, x, p, 1.0, -0.9, inside)):
+                fn()
+                ts = []
+                for _ in range(repeats):
+                    t0 = time.thread_time()
+                    fn()
+                    ts.append(time.thread_time() - t0)
+                row += f" {min(ts) * 1e3:>16.2f}"
+        print(row, flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
@@ -50,7 +80,12 @@ def main(argv=None) -> int:
     ap.add_argument("--fft", default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-reference", action="store_true", help="skip the numpy.fft / scipy.fft reference pairs")
+    ap.add_argument("--passes", action="store_true",
+                    help="only the CPU time of each elementwise pass, NumPy reference against numba")
     args = ap.parse_args(argv)
+    if args.passes:
+        passes(args.sizes, args.repeats)
+        return 0
 
     import scipy.fft
 

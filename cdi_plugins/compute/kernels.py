@@ -22,8 +22,8 @@ implementations, chosen per :class:`KernelWork` (``work.impl``):
 * ``cupy`` (GPU): the same passes as CuPy ``ElementwiseKernel``s; chi^2 is a
   float64 CuPy sum of the per-pixel residuals (deterministic, no atomics).
 * ``numpy``: the reference, a few whole-array NumPy operations on one thread;
-  used up to 64^3 (where it is as fast as numba on one thread and spares the
-  import), without numba, or with ``CDI_PLUGINS_KERNELS=numpy``.
+  used up to 64^3 (where numba's start-up costs more than its passes save over
+  a recipe), without numba, or with ``CDI_PLUGINS_KERNELS=numpy``.
 
 All three compute every pixel of ``F`` and ``x`` with the same float32
 operations; they differ in the last bit of |F| (NumPy uses hypot) and in the
@@ -141,10 +141,12 @@ def kernel_impl(xp, requested: str = "auto", size: int | None = None) -> str:
     """The implementation :class:`KernelWork` uses for the array module *xp* and arrays of *size* elements.
 
     ``auto`` (or ``CDI_PLUGINS_KERNELS``, which overrides ``auto``): CuPy kernels on CuPy arrays;
-    numba on the CPU for arrays above 64^3 when it is installed, NumPy otherwise.  Up to 64^3 an
-    iteration runs on one thread and numba's single-thread passes cost what NumPy's do, so
-    importing numba and loading its kernels (about 1.5 s per process) would not pay; above,
-    its multi-threaded passes save ~10 ms an iteration at 128^3.
+    numba on the CPU for arrays above 64^3 when it is installed, NumPy otherwise.  At 64^3 numba's
+    passes save ~1.1 ms an iteration (0.4 ms against 1.5 ms of CPU), 0.7 s over a 620-iteration
+    recipe: about what importing numba and loading its kernels costs a fresh process (~0.5 s of
+    CPU, more wall time on a busy machine), so they start above 64^3, where they save ~11 ms an
+    iteration at 128^3 on one thread alone.
+    ``CDI_PLUGINS_KERNELS=numba`` uses them at every size (many runs in one process).
     """
     if requested == "auto":
         requested = os.environ.get("CDI_PLUGINS_KERNELS") or "auto"
