@@ -16,6 +16,7 @@ pyFFTW planner.
     python benchmarks/bench_iteration.py --sizes 64 128 --repeats 7 --backend numpy --fft scipy
     CDI_PLUGINS_KERNELS=numpy python benchmarks/bench_iteration.py     # the NumPy reference kernels
     python benchmarks/bench_iteration.py --passes --sizes 64 128 --repeats 7   # CPU ms of each pass
+    python benchmarks/bench_iteration.py --cpu --threads 1      # CPU-time ratios, one thread: robust to load
 
 Ratios are measured in one process so the machine's load affects both sides;
 still, run it on a quiet machine and quote medians.
@@ -31,14 +32,17 @@ import time
 import numpy as np
 
 
+CLOCK = time.perf_counter   # --cpu: time.process_time (CPU of all threads: moves less with the machine's load)
+
+
 def median_time(fn, repeats: int, inner: int = 1) -> float:
     fn()  # warm up (plans, caches)
     ts = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         for _ in range(inner):
             fn()
-        ts.append((time.perf_counter() - t0) / inner)
+        ts.append((CLOCK() - t0) / inner)
     return statistics.median(ts)
 
 
@@ -82,7 +86,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-reference", action="store_true", help="skip the numpy.fft / scipy.fft reference pairs")
     ap.add_argument("--passes", action="store_true",
                     help="only the CPU time of each elementwise pass, NumPy reference against numba")
+    ap.add_argument("--cpu", action="store_true",
+                    help="process CPU time instead of wall time (with --threads 1: the work ratio, robust to load)")
     args = ap.parse_args(argv)
+    if args.cpu:
+        global CLOCK
+        CLOCK = time.process_time
     if args.passes:
         passes(args.sizes, args.repeats)
         return 0
@@ -100,7 +109,7 @@ def main(argv=None) -> int:
     reg = get_registry()
     planner = f" ({be.planner_effort})" if be.fft_engine == "pyfftw" else ""
     print(f"cdi-plugins {cdi_plugins.__version__}: backend {be.name}, fft {be.fft_engine}{planner}, "
-          f"median of {args.repeats} x {args.iterations} iterations")
+          f"median of {args.repeats} x {args.iterations} iterations, {'CPU' if args.cpu else 'wall'} time")
     head = f"{'size':>6} {'kernels, threads fft/kernels':>28} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
     if not args.no_reference:
         head += f" {'numpy.fft ms':>12} {'scipy.fft ms':>12}"

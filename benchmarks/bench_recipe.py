@@ -12,13 +12,16 @@ the truth of each (after alignment, compute.metrics.compare_to_truth).
     python benchmarks/bench_recipe.py                      # 128^3, 3 repeats
     python benchmarks/bench_recipe.py --shape 64 --repeats 1
 
-Timings on a shared machine are noisy: read the ratio (both sides measured in the same run).
+Timings on a shared machine are noisy: read the ratio (both sides measured in the same run).  The CPU
+seconds (all threads of each process) are printed too: on a loaded machine they move less than the wall
+time, which punishes a multi-threaded process most.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -74,13 +77,19 @@ np.save(out, np.fft.fftshift(x))
 """
 
 
-def fresh(code: str, *args) -> tuple[float, str]:
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def fresh(code: str, *args) -> tuple[float, float, str]:
+    """(wall s, CPU s of all its threads, stdout) of *code* run in a new Python process."""
+    c0, t0 = _children_cpu(), time.perf_counter()
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if r.returncode:
         raise SystemExit(f"run failed:\n{r.stderr}")
-    return wall, r.stdout.strip()
+    return wall, cpu, r.stdout.strip()
 
 
 def main(argv=None) -> int:
@@ -97,27 +106,32 @@ def main(argv=None) -> int:
     from cdi_plugins.physics.simulate import simulate_crystal
 
     sim = simulate_crystal(args.shape, seed=args.seed, counts=args.counts)
-    t_ours, t_plain = [], []
+    t_ours, t_plain, c_ours, c_plain = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         inp = os.path.join(tmp, "intensity.npy")
         np.save(inp, sim["intensity"].astype(np.float32))
         o1, o2 = os.path.join(tmp, "ours.npy"), os.path.join(tmp, "plain.npy")
         for _ in range(args.repeats):
-            w, info = fresh(OURS % {"seq": args.sequence}, inp, o1)
+            w, c, info = fresh(OURS % {"seq": args.sequence}, inp, o1)
             t_ours.append(w)
-            t_plain.append(fresh(PLAIN, inp, o2, args.sequence)[0])
+            c_ours.append(c)
+            w, c, _ = fresh(PLAIN, inp, o2, args.sequence)
+            t_plain.append(w)
+            c_plain.append(c)
         e1 = compare_to_truth(np.load(o1), sim["truth"])["error"]
         e2 = compare_to_truth(np.load(o2), sim["truth"])["error"]
     fft, threads = info.split()
     m1, m2 = statistics.median(t_ours), statistics.median(t_plain)
     print(f"{args.shape}^3 simulated crystal (seed {args.seed}, {args.counts:.0e} counts), {args.sequence!r}, "
           f"fresh process each, median of {args.repeats}, {os.cpu_count()} CPUs")
-    print(f"| {'run':<58} | wall s (median) | error vs truth |")
-    print(f"|{'-' * 60}|-----------------|----------------|")
-    print(f"| {f'cdi-plugins (fft {fft}, {threads} threads, kernels {kernel_impl(np, size=args.shape ** 3)})':<58} | {m1:>15.2f} | {e1:>14.4f} |")
-    print(f"| {'plain scipy.fft ER/HIO (1 worker, NumPy, ndimage)':<58} | {m2:>15.2f} | {e2:>14.4f} |")
-    print(f"time ratio cdi-plugins / plain: {m1 / m2:.3f}   (runs: ours {[round(t, 2) for t in t_ours]}, "
-          f"plain {[round(t, 2) for t in t_plain]})")
+    k1, k2 = statistics.median(c_ours), statistics.median(c_plain)
+    print(f"| {'run':<58} | wall s (median) | CPU s (median) | error vs truth |")
+    print(f"|{'-' * 60}|-----------------|----------------|----------------|")
+    label = f"cdi-plugins (fft {fft}, {threads} threads, kernels {kernel_impl(np, size=args.shape ** 3)})"
+    print(f"| {label:<58} | {m1:>15.2f} | {k1:>14.2f} | {e1:>14.4f} |")
+    print(f"| {'plain scipy.fft ER/HIO (1 worker, NumPy, ndimage)':<58} | {m2:>15.2f} | {k2:>14.2f} | {e2:>14.4f} |")
+    print(f"time ratio cdi-plugins / plain: {m1 / m2:.3f} wall, {k1 / k2:.3f} CPU   (wall runs: ours "
+          f"{[round(t, 2) for t in t_ours]}, plain {[round(t, 2) for t in t_plain]})")
     return 0
 
 
