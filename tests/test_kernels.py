@@ -59,8 +59,11 @@ def test_numba_update_is_bitwise_the_reference(ca, cb):
     mask = np.zeros(SHAPE, bool)
     mask.reshape(-1)[inside] = True
     K.update_object(K.KernelWork(np, SHAPE, ca is not None, impl="numba"), fast_mask, p, ca, cb, mask)
+    ref_mask = F.copy()
+    K.update_object(K.KernelWork(np, SHAPE, ca is not None, impl="numpy"), ref_mask, p, ca, cb, mask)
     np.testing.assert_array_equal(fast, ref)
     np.testing.assert_array_equal(fast_mask, ref)   # the support as a boolean mask: the same result
+    np.testing.assert_array_equal(ref_mask, ref)
 
 
 @needs_numba

@@ -207,6 +207,7 @@ class KernelWork:
         self.tiny = xp.float32(TINY)
         self._dns = (None, None, None)     # (dN, unc_idx, dN with -1 at unc_idx) of the last call
         self._mask = (None, None)          # (inside, its byte mask) of the last call
+        self._idx = (None, None)           # (mask, its flat indices) of the last call (NumPy reference)
         if self.impl == "numpy":
             self.a = xp.empty(shape, dtype=xp.float32)
             self.r = xp.empty(shape, dtype=xp.float32)
@@ -228,6 +229,14 @@ class KernelWork:
             dns.reshape(-1)[unc_idx] = -1
         self._dns = (dN, unc_idx, dns)
         return dns
+
+    def indices_of(self, mask):
+        """Flat indices of a boolean support mask (made once per mask object)."""
+        cm, idx = self._idx
+        if cm is not mask:
+            idx = self.xp.flatnonzero(mask)
+            self._idx = (mask, idx)
+        return idx
 
     def mask_of(self, inside):
         """A boolean support mask of the work's shape from flat indices (or a mask, returned as is)."""
@@ -302,7 +311,7 @@ def update_object(work: KernelWork, x, p, ca, cb, inside):
             _cupy_kernels()["update"](p, xp.float32(ca), xp.float32(cb), m, x)
         return
     if inside.dtype == xp.bool_:
-        inside = xp.flatnonzero(inside)
+        inside = work.indices_of(inside)
     if ca is None:  # ER: x = p inside S, 0 outside
         x.fill(0)
     else:
