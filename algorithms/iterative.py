@@ -184,7 +184,8 @@ class _Loop:
         self.ws.x[...] = x0
         del x0
         self.ca, self.cb = _feedback(name, params)
-        self.work = KernelWork(self.xp, problem.shape, feedback=self.ca is not None)
+        self.work = KernelWork(self.xp, problem.shape, feedback=self.ca is not None,
+                               threads=be.threads_for(problem.intensity.size))
         self.inside = self.xp.flatnonzero(self.s)  # flat indices of the support (see update_object)
         self.opts = Options(be, problem, dd, params)
         n = params["iterations"]

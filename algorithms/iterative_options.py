@@ -91,6 +91,7 @@ class PartialCoherence:
     """A PSF acting on the intensity, estimated by Richardson-Lucy and applied in the modulus constraint."""
 
     def __init__(self, be, shape, dd, params):
+        self._a = self._r = None     # scratch of project(): the fused kernels' KernelWork keeps none
         xp = be.xp
         self.be, self.shape = be, tuple(shape)
         self.iters = params["pc_lucy_iterations"]
@@ -142,9 +143,12 @@ class PartialCoherence:
     def project(self, work, F, dd, d, dN):
         """Modulus constraint against the blurred intensity; in place on F, returns chi^2 (device)."""
         xp = work.xp
-        a = xp.abs(F, out=work.a)
+        if self._a is None:
+            self._a = xp.empty(F.shape, dtype=xp.float32)
+            self._r = xp.empty(F.shape, dtype=xp.float32)
+        a = xp.abs(F, out=self._a)
         blurred = xp.sqrt(self.blur(a * a))
-        r = xp.subtract(blurred, d, out=work.r)
+        r = xp.subtract(blurred, d, out=self._r)
         if dd.unc_idx is not None:
             r.reshape(-1)[dd.unc_idx] = 0
         chi = xp.vdot(r, r)

@@ -4,10 +4,19 @@ Prints, for each size, the median time of one FFT pair (forward + inverse, the
 engine in use), of one iteration of each algorithm (shrink-wrap every 20
 iterations included, as in the default recipe), and the ratio iteration /
 FFT pair.  The goal is an iteration within 1.5x of an FFT pair.  Also prints
-numpy.fft and scipy.fft pairs measured in the same run as reference points.
+numpy.fft and scipy.fft pairs measured in the same run as reference points,
+and (pyFFTW) the pair with timed FFTW_MEASURE plans: what the default,
+reproducible FFTW_ESTIMATE plans cost.
+Each row says the threads actually used at that size: the FFT's (the backend
+runs arrays up to 64^3 on one thread) and the elementwise kernels' (the same),
+with the kernel implementation (numba, numpy, cupy); the header says the
+pyFFTW planner.
 
     python benchmarks/bench_iteration.py                 # 64, 128, 256 on the default backend
     python benchmarks/bench_iteration.py --sizes 64 128 --repeats 7 --backend numpy --fft scipy
+    CDI_PLUGINS_KERNELS=numpy python benchmarks/bench_iteration.py     # the NumPy reference kernels
+    python benchmarks/bench_iteration.py --passes --sizes 64 128 --repeats 7   # CPU ms of each pass
+    python benchmarks/bench_iteration.py --cpu --threads 1      # CPU-time ratios, one thread: robust to load
 
 Ratios are measured in one process so the machine's load affects both sides;
 still, run it on a quiet machine and quote medians.
@@ -23,15 +32,47 @@ import time
 import numpy as np
 
 
+CLOCK = time.perf_counter   # --cpu: time.process_time (CPU of all threads: moves less with the machine's load)
+
+
 def median_time(fn, repeats: int, inner: int = 1) -> float:
     fn()  # warm up (plans, caches)
     ts = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         for _ in range(inner):
             fn()
-        ts.append((time.perf_counter() - t0) / inner)
+        ts.append((CLOCK() - t0) / inner)
     return statistics.median(ts)
+
+
+def passes(sizes, repeats: int) -> None:
+    """CPU time (one thread, so the machine's load matters little) of each elementwise pass, per implementation."""
+    from cdi_plugins.compute import kernels as K
+    impls = ["numpy"] + (["numba"] if K.numba_status() == "ok" else [])
+    print(f"elementwise passes, one thread, CPU ms (min of {repeats}): " + ", ".join(impls))
+    print(f"{'size':>6} " + " ".join(f"{i + ' ' + p:>16}" for i in impls for p in ("modulus", "HIO update")))
+    for n in sizes:
+        shape = (n, n, n)
+        rng = np.random.default_rng(0)
+        F = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+        d = np.abs(rng.standard_normal(shape)).astype(np.float32)
+        dN, inv_n = d / np.float32(d.size), np.float32(1.0 / d.size)
+        inside = np.flatnonzero(rng.random(d.size) < 0.05)
+        x, p = F.copy(), F.copy()
+        row = f"{n:>5}^3"
+        for impl in impls:
+            w = K.KernelWork(np, shape, True, threads=1, impl=impl)
+            for fn in (lambda: K.project_modulus(w, F, d, dN, inv_n, None),
+                       lambda: K.update_object(w, x, p, 1.0, -0.9, inside)):
+                fn()
+                ts = []
+                for _ in range(repeats):
+                    t0 = time.thread_time()
+                    fn()
+                    ts.append(time.thread_time() - t0)
+                row += f" {min(ts) * 1e3:>16.2f}"
+        print(row, flush=True)
 
 
 def main(argv=None) -> int:
@@ -43,23 +84,37 @@ def main(argv=None) -> int:
     ap.add_argument("--fft", default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-reference", action="store_true", help="skip the numpy.fft / scipy.fft reference pairs")
+    ap.add_argument("--passes", action="store_true",
+                    help="only the CPU time of each elementwise pass, NumPy reference against numba")
+    ap.add_argument("--cpu", action="store_true",
+                    help="process CPU time instead of wall time (with --threads 1: the work ratio, robust to load)")
     args = ap.parse_args(argv)
+    if args.cpu:
+        global CLOCK
+        CLOCK = time.process_time
+    if args.passes:
+        passes(args.sizes, args.repeats)
+        return 0
 
     import scipy.fft
 
     import cdi_plugins
     from cdi_plugins.compute.backend import get_backend
+    from cdi_plugins.compute.kernels import effective_threads, kernel_impl
     from cdi_plugins.core.registry import get_registry
     from cdi_plugins.physics.simulate import simulate_crystal
     from cdi_plugins.core.state import Context, Problem
 
     be = get_backend(args.backend, fft=args.fft, threads=args.threads)
     reg = get_registry()
-    print(f"cdi-plugins {cdi_plugins.__version__}: backend {be.name}, fft {be.fft_engine}, {be.threads} threads, "
-          f"median of {args.repeats} x {args.iterations} iterations")
-    head = f"{'size':>6} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
+    planner = f" ({be.planner_effort})" if be.fft_engine == "pyfftw" else ""
+    print(f"cdi-plugins {cdi_plugins.__version__}: backend {be.name}, fft {be.fft_engine}{planner}, "
+          f"median of {args.repeats} x {args.iterations} iterations, {'CPU' if args.cpu else 'wall'} time")
+    head = f"{'size':>6} {'kernels, threads fft/kernels':>28} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
     if not args.no_reference:
         head += f" {'numpy.fft ms':>12} {'scipy.fft ms':>12}"
+        if be.fft_engine == "pyfftw" and be.planner_effort != "FFTW_MEASURE":
+            head += f" {'MEASURE pair ms':>17}"
     print(head)
     for n in args.sizes:
         sim = simulate_crystal(n, seed=0, counts=1e9, noise=False)
@@ -72,6 +127,17 @@ def main(argv=None) -> int:
             be.synchronize()
 
         t_fft = median_time(fft_pair, args.repeats, inner=max(1, args.iterations // 2))
+        t_meas = None
+        if be.fft_engine == "pyfftw" and be.planner_effort != "FFTW_MEASURE" and not args.no_reference:
+            # what reproducible plans cost: the same pair with timed (FFTW_MEASURE) plans, same threads
+            wm = get_backend(be.name, fft="pyfftw", threads=args.threads,
+                             planner_effort="FFTW_MEASURE").workspace(problem.shape)
+            wm.x[...] = ws.x
+
+            def fft_pair_measure():
+                wm.backward(wm.forward())
+
+            t_meas = median_time(fft_pair_measure, args.repeats, inner=max(1, args.iterations // 2))
         times = {}
         for name in ("er", "hio", "raar"):
             spec = reg.get(name)
@@ -95,7 +161,9 @@ def main(argv=None) -> int:
             t_step = median_time(go, args.repeats)
             t_start = median_time(start_only, args.repeats)
             times[name] = max(t_step - t_start, 0.0) / (args.iterations - 1)
-        row = (f"{n:>5}^3 {t_fft * 1e3:>11.2f} {times['er'] * 1e3:>8.2f} {times['hio'] * 1e3:>8.2f} "
+        thr = be.threads_for(n ** 3)
+        impl = kernel_impl(be.xp, size=n ** 3)
+        row = (f"{n:>5}^3 {f'{impl}, {thr}/{effective_threads(impl, thr)}':>28} {t_fft * 1e3:>11.2f} {times['er'] * 1e3:>8.2f} {times['hio'] * 1e3:>8.2f} "
                f"{times['raar'] * 1e3:>8.2f} {times['er'] / t_fft:>7.2f} {times['hio'] / t_fft:>8.2f} "
                f"{times['raar'] / t_fft:>9.2f}")
         if not args.no_reference:
@@ -104,6 +172,8 @@ def main(argv=None) -> int:
             t_sp = median_time(lambda: scipy.fft.ifftn(scipy.fft.fftn(a, workers=be.threads), workers=be.threads),
                                args.repeats)
             row += f" {t_np * 1e3:>12.2f} {t_sp * 1e3:>12.2f}"
+            if t_meas is not None:
+                row += f" {t_meas * 1e3:>17.2f}"
         print(row, flush=True)
     return 0
 

@@ -63,7 +63,7 @@ def test_fftw_wisdom_is_cached_on_disk(tmp_path, monkeypatch):
         pytest.skip("pyFFTW not installed")
     from cdi_plugins.compute import backend as bk
     monkeypatch.setenv("CDI_PLUGINS_CACHE", str(tmp_path))
-    bk.Workspace(get_backend("numpy", fft="pyfftw", threads=1), (20, 22, 26))
+    bk.Workspace(get_backend("numpy", fft="pyfftw", threads=1, planner_effort="FFTW_MEASURE"), (20, 22, 26))
     doc = json.loads((tmp_path / "fftw_wisdom.json").read_text())
     assert doc["format"] == bk.WISDOM_FORMAT and doc["wisdom"][1].startswith("(fftw-")  # single precision
     assert bk._read_wisdom(str(tmp_path / "fftw_wisdom.json"))[1] == doc["wisdom"][1].encode()
@@ -94,7 +94,7 @@ def test_a_crafted_wisdom_cache_cannot_run_code(tmp_path, monkeypatch):
         (tmp_path / "fftw_wisdom.json").write_bytes(content)
         assert bk._read_wisdom(str(tmp_path / "fftw_wisdom.json")) is None
         monkeypatch.setattr(bk, "_wisdom_loaded", False)
-        bk.Workspace(get_backend("numpy", fft="pyfftw", threads=1), (18, 20, 22))
+        bk.Workspace(get_backend("numpy", fft="pyfftw", threads=1, planner_effort="FFTW_MEASURE"), (18, 20, 22))
         assert not marker.exists()
     pickle.loads(payload)              # the payload is real: unpickling it does create the marker
     assert marker.exists()

@@ -5,9 +5,15 @@ Iterative kernels are written once against ``backend.xp`` (the ``numpy`` or
 GPU.  The hot loop reaches the FFT only through a :class:`Workspace`, which owns
 the buffers and the (reused) FFT plans for one array shape:
 
-* NumPy + pyFFTW (default on the CPU when installed): FFTW plans made once with
-  ``FFTW_MEASURE`` and cached as wisdom on disk, an out-of-place forward
-  transform into an aligned work buffer and an in-place unnormalised inverse.
+* NumPy + pyFFTW (default on the CPU when installed): FFTW plans made once per
+  shape, an out-of-place forward transform into an aligned work buffer and an
+  in-place unnormalised inverse.  Plans are made with ``FFTW_ESTIMATE`` by
+  default: chosen without timing anything, so a run gives the same bits in
+  every process on one machine (for one thread count) whatever its load.
+  ``FFTW_MEASURE`` (``CDI_PLUGINS_FFTW_PLANNER=FFTW_MEASURE``) picks plans by
+  timing them, caches them as wisdom on disk, and gives up that guarantee.
+* NumPy + scipy.fft: multi-threaded pocketfft, the fallback without pyFFTW
+  (deterministic, and the same bits for any thread count).
 * NumPy + scipy.fft: multi-threaded pocketfft, the fallback without pyFFTW.
 * CuPy: cuFFT through ``cupyx.scipy.fft`` (CuPy caches the plans).
 
@@ -27,12 +33,15 @@ import numpy as np
 
 from cdi_plugins.errors import CDIError
 
-__all__ = ["Backend", "Workspace", "get_backend", "available_backends", "fft_engines", "default_threads"]
+__all__ = ["Backend", "Workspace", "get_backend", "available_backends", "fft_engines", "default_threads",
+           "default_planner"]
 
 log = logging.getLogger("cdi_plugins.backend")
 
 BACKENDS = ("auto", "numpy", "cupy")
 FFT_ENGINES = ("auto", "pyfftw", "scipy", "cupy")
+PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
+DETERMINISTIC_PLANNER = "FFTW_ESTIMATE"
 SMALL_FFT = 64 ** 3  # up to this many elements an FFT runs on one thread (see Backend.threads_for)
 
 
@@ -197,20 +206,31 @@ class Workspace:
         eng = backend.fft_engine
         if eng == "pyfftw":
             pyfftw = _import_pyfftw()
-            _load_wisdom()
             self.x = pyfftw.empty_aligned(shape, dtype="complex64")
             self._w = pyfftw.empty_aligned(shape, dtype="complex64")
             self.x[...] = 0
-            flags = (backend.planner_effort, "FFTW_DESTROY_INPUT")
+            effort = backend.planner_effort
+            flags = (effort, "FFTW_DESTROY_INPUT")
             threads = backend.threads_for(self.size)
             with _WISDOM_LOCK:
                 before = pyfftw.export_wisdom()
-                fwd_flags = (backend.planner_effort,)  # out-of-place forward must keep x intact
-                self._fwd = pyfftw.FFTW(self.x, self._w, axes=(0, 1, 2), direction="FFTW_FORWARD",
-                                        flags=fwd_flags, threads=threads)
-                self._bwd = pyfftw.FFTW(self._w, self._w, axes=(0, 1, 2), direction="FFTW_BACKWARD",
-                                        flags=flags, threads=threads, normalise_idft=False)
-                if pyfftw.export_wisdom() != before:
+                if effort == DETERMINISTIC_PLANNER:
+                    # FFTW_ESTIMATE takes a plan from any wisdom FFTW holds (timed plans of an earlier
+                    # FFTW_MEASURE backend in this process): plan without it, then give it back
+                    pyfftw.forget_wisdom()
+                else:
+                    _load_wisdom()
+                fwd_flags = (effort,)  # out-of-place forward must keep x intact
+                try:
+                    self._fwd = pyfftw.FFTW(self.x, self._w, axes=(0, 1, 2), direction="FFTW_FORWARD",
+                                            flags=fwd_flags, threads=threads)
+                    self._bwd = pyfftw.FFTW(self._w, self._w, axes=(0, 1, 2), direction="FFTW_BACKWARD",
+                                            flags=flags, threads=threads, normalise_idft=False)
+                finally:
+                    if effort == DETERMINISTIC_PLANNER:
+                        pyfftw.forget_wisdom()
+                        pyfftw.import_wisdom(before)
+                if effort != DETERMINISTIC_PLANNER and pyfftw.export_wisdom() != before:
                     _save_wisdom()
         else:
             self.x = xp.zeros(shape, dtype=xp.complex64)
@@ -242,11 +262,12 @@ class Backend:
     threads : int, optional
         FFT threads on the CPU (default: every core this process may use).
     planner_effort : str
-        pyFFTW planner flag (``FFTW_ESTIMATE``, ``FFTW_MEASURE``, ``FFTW_PATIENT``).
+        pyFFTW planner flag: ``FFTW_ESTIMATE`` (default: reproducible), ``FFTW_MEASURE``,
+        ``FFTW_PATIENT`` (plans chosen by timing: faster on some shapes, not reproducible).
     """
 
     def __init__(self, name: str, fft: str = "auto", threads: int | None = None,
-                 planner_effort: str = "FFTW_MEASURE"):
+                 planner_effort: str = DETERMINISTIC_PLANNER):
         self.name = name
         self.threads = int(threads or default_threads())
         self._threads_explicit = threads is not None
@@ -353,19 +374,28 @@ def _cached_backend(name, fft, threads, planner_effort) -> Backend:
     return Backend(name, fft=fft, threads=threads, planner_effort=planner_effort)
 
 
+def default_planner() -> str:
+    """The pyFFTW planner effort: ``CDI_PLUGINS_FFTW_PLANNER`` if set, else ``FFTW_ESTIMATE``."""
+    return os.environ.get("CDI_PLUGINS_FFTW_PLANNER") or DETERMINISTIC_PLANNER
+
+
 def get_backend(name: str = "auto", *, fft: str = "auto", threads: int | None = None,
-                planner_effort: str = "FFTW_MEASURE") -> Backend:
+                planner_effort: str | None = None) -> Backend:
     """Resolve a backend name to a (cached) :class:`Backend`.
 
     ``auto`` is CuPy when a CUDA device works, else NumPy.  Asking for ``cupy``
-    where it cannot run is a :class:`CDIError` that says why.
+    where it cannot run is a :class:`CDIError` that says why.  *planner_effort*
+    defaults to :func:`default_planner`.
     """
+    if planner_effort is None:
+        planner_effort = default_planner()
     if name not in BACKENDS:
         raise CDIError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if fft not in FFT_ENGINES:
         raise CDIError(f"unknown fft engine {fft!r}; choose one of {', '.join(FFT_ENGINES)}")
-    if planner_effort not in ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE"):
-        raise CDIError(f"unknown FFTW planner effort {planner_effort!r}")
+    if planner_effort not in PLANNER_EFFORTS:
+        raise CDIError(f"unknown FFTW planner effort {planner_effort!r} (CDI_PLUGINS_FFTW_PLANNER or "
+                       f"planner_effort); choose one of {', '.join(PLANNER_EFFORTS)}")
     ok, why = _cupy_status()
     if name == "auto":
         name = "cupy" if ok and fft in ("auto", "cupy") else "numpy"

@@ -8,6 +8,8 @@ compares only where it matches.
 
     python -m tests.golden.recipes            # print the hashes of this checkout
     python -m tests.golden.recipes --update   # rewrite tests/golden/hashes.json
+    python -m tests.golden.recipes --numerics # with each final chi^2 and error against the truth
+    python -m tests.golden.recipes --numerics --kernels numba   # the same recipes on the numba kernels
 """
 
 from __future__ import annotations
@@ -68,22 +70,47 @@ def result_hash(result) -> str:
 
 def hash_recipe(name: str) -> dict[str, str]:
     """{dataset: hash} of one recipe run the pinned way, in this process."""
+    return {ds: result_hash(r) for ds, r in run_recipe(name).items()}
+
+
+def numerics(result) -> str:
+    """Final chi^2 and error against the truth (where the data are simulated): what a hash change must keep."""
+    from cdi_plugins.compute.metrics import compare_to_truth
+    err = "-" if result.truth is None else f"{compare_to_truth(result.obj, result.truth)['error']:.5f}"
+    return f"chi2 {result.chi2:.5e} error {err}"
+
+
+def run_recipe(name: str, kernels: str = "auto") -> dict:
+    """{dataset: Result} of one recipe run the pinned way, in this process.
+
+    *kernels* pins the elementwise kernels (compute/kernels.py, ``CDI_PLUGINS_KERNELS``); ``auto``
+    runs every recipe here (all up to 64^3) on the NumPy reference, so numba is not in the fingerprint.
+    """
     import torch
 
     import cdi_plugins
-    before = torch.get_num_threads()
+    before = torch.get_num_threads(), os.environ.get("CDI_PLUGINS_KERNELS")
     torch.set_num_threads(1)
+    os.environ["CDI_PLUGINS_KERNELS"] = kernels
     try:
         results = cdi_plugins.run_all(os.path.join(CONFIGS, name), overrides=PINNED, write=False)
     finally:
-        torch.set_num_threads(before)
-    return {ds: result_hash(r) for ds, r in results.items()}
+        torch.set_num_threads(before[0])
+        if before[1] is None:
+            os.environ.pop("CDI_PLUGINS_KERNELS")
+        else:
+            os.environ["CDI_PLUGINS_KERNELS"] = before[1]
+    return results
 
 
 def main(argv=None) -> int:
     import argparse
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--update", action="store_true", help="rewrite tests/golden/hashes.json")
+    p.add_argument("--numerics", action="store_true",
+                   help="also print each dataset's final chi^2 and error against the truth")
+    p.add_argument("--kernels", default="auto", choices=("auto", "numpy", "numba"),
+                   help="elementwise kernels (auto: what the record holds); numba: check its numerics")
     p.add_argument("names", nargs="*", help="recipes (default: all)")
     args = p.parse_args(argv)
     out = {}
@@ -94,9 +121,12 @@ def main(argv=None) -> int:
             except ImportError:
                 print(f"{name}: skipped (cohere-core not installed)")
                 continue
-        out[name] = hash_recipe(name)
+        if args.update and args.kernels != "auto":
+            p.error("--update records the auto kernels only")
+        results = run_recipe(name, args.kernels)
+        out[name] = {ds: result_hash(r) for ds, r in results.items()}
         for ds, h in out[name].items():
-            print(f"{name} {ds} {h}", flush=True)
+            print(f"{name} {ds} {h}" + (f" {numerics(results[ds])}" if args.numerics else ""), flush=True)
     if args.update:
         with open(HASHES, "w") as fh:
             json.dump({"fingerprint": fingerprint(), "pinned": PINNED, "hashes": out}, fh, indent=1, sort_keys=True)

@@ -1,0 +1,128 @@
+"""numba builds of the two elementwise passes (imported by compute/kernels.py only when they are used).
+
+Complex arrays arrive as float32 views (re, im interleaved): building complex values in numba is
+10x slower.  Each pass splits the array into ``NCHUNK`` fixed chunks (independent of the thread
+count); a chunk is one call of a serial inner loop on slices starting at 0, the form LLVM
+vectorises (the same loop written with a chunk offset runs 2x slower), and the chunks' float64
+chi^2 sums are added in chunk order.  The parallel and the serial build call the same inner
+loops, so they give the same bits.
+
+Compiled on first use and cached on disk (``cache=True``, next to this file or in numba's user
+cache); where no cache can be written they are compiled in memory, once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import types
+
+import numba
+import numpy as np
+from numba import prange
+
+log = logging.getLogger("cdi_plugins.kernels")
+
+# numba's own thread pool ("workqueue") unless the user chose a layer: the OpenMP layer numba would
+# otherwise pick (GNU libgomp) aborts a child process forked after a parallel kernel ran (process-pool
+# workers, dask's LocalCluster); workqueue survives a fork but must not be entered from two threads at
+# once, which kernels.py prevents (a second thread runs the serial build)
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER = "workqueue"
+
+NCHUNK = 256
+
+# "reassoc" only: lets LLVM vectorise the float64 sum inside a chunk (2x faster); the order it picks is
+# fixed in the compiled code, so the bits repeat.  Nothing else is relaxed (no contraction into FMA, no
+# reciprocal for the division): every pixel of F and x is plain IEEE float32 arithmetic.
+_OPTS = dict(nogil=True, fastmath={"reassoc"}, error_model="numpy")
+
+
+def _jit(fn, parallel=False, suffix=""):
+    if suffix:
+        # numba's disk cache keys a function by qualified name and signature, not by the parallel
+        # flag: the serial build of an outer loop needs a name of its own or it loads the parallel one
+        fn = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__,
+                                fn.__closure__)
+        fn.__qualname__ = fn.__name__
+    try:
+        return numba.njit(cache=True, parallel=parallel, **_OPTS)(fn)
+    except Exception as exc:  # no writable cache next to the package nor in the user's cache
+        log.debug("numba cache unavailable (%s): compiling in memory", exc)
+        return numba.njit(cache=False, parallel=parallel, **_OPTS)(fn)
+
+
+# ---- inner loops: one chunk, slices indexed from 0 ------------------------------------------------
+
+def _modulus_chunk(Fr, d, dNs, inv_n, tiny):
+    acc = 0.0
+    for i in range(d.size):
+        re = Fr[2 * i]
+        im = Fr[2 * i + 1]
+        a = math.sqrt(re * re + im * im)   # float32 (NumPy's hypot may differ in the last bit)
+        dn = dNs[i]
+        if dn < 0:                         # unconstrained: keep F, undo the 1/N
+            s = inv_n
+        else:
+            r = a - d[i]
+            acc += np.float64(r) * np.float64(r)
+            s = dn / (a + tiny)
+        Fr[2 * i] = re * s
+        Fr[2 * i + 1] = im * s
+    return acc
+
+
+def _update_chunk(xr, pr, ca, cb, mask):
+    # one float per step (re and im alike), the mask read for both: this form vectorises
+    for j in range(xr.size):
+        v = ca * xr[j] + cb * pr[j]
+        xr[j] = pr[j] if mask[j >> 1] else v
+
+
+def _update_er_chunk(xr, pr, mask):
+    for j in range(xr.size):
+        xr[j] = pr[j] if mask[j >> 1] else np.float32(0)
+
+
+_modulus_chunk = _jit(_modulus_chunk)
+_update_chunk = _jit(_update_chunk)
+_update_er_chunk = _jit(_update_er_chunk)
+
+
+# ---- outer loops over the fixed chunks -------------------------------------------------------------
+
+def modulus(Fr, d, dNs, inv_n, tiny, partial):
+    n = d.size
+    nch = partial.size
+    step = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = min(n, c * step)
+        hi = min(n, lo + step)
+        partial[c] = _modulus_chunk(Fr[2 * lo:2 * hi], d[lo:hi], dNs[lo:hi], inv_n, tiny)
+    tot = 0.0
+    for c in range(nch):
+        tot += partial[c]
+    return tot
+
+
+def update(xr, pr, ca, cb, mask):
+    n = mask.size
+    step = (n + NCHUNK - 1) // NCHUNK
+    for c in prange(NCHUNK):
+        lo = min(n, c * step)
+        hi = min(n, lo + step)
+        _update_chunk(xr[2 * lo:2 * hi], pr[2 * lo:2 * hi], ca, cb, mask[lo:hi])
+
+
+def update_er(xr, pr, mask):
+    n = mask.size
+    step = (n + NCHUNK - 1) // NCHUNK
+    for c in prange(NCHUNK):
+        lo = min(n, c * step)
+        hi = min(n, lo + step)
+        _update_er_chunk(xr[2 * lo:2 * hi], pr[2 * lo:2 * hi], mask[lo:hi])
+
+
+KERNELS = {name: (_jit(fn, parallel=True), _jit(fn, suffix="_serial"))
+           for name, fn in (("modulus", modulus), ("update", update), ("update_er", update_er))}
