@@ -128,6 +128,12 @@ def main(argv=None) -> int:
         for ds, h in out[name].items():
             print(f"{name} {ds} {h}" + (f" {numerics(results[ds])}" if args.numerics else ""), flush=True)
     if args.update:
+        if args.names:   # update only these recipes; the others keep their record (same machine and versions)
+            with open(HASHES) as fh:
+                old = json.load(fh)
+            if old.get("fingerprint") != fingerprint():
+                p.error("the record was made on another machine or versions: update all recipes (no names)")
+            out = {**old["hashes"], **out}
         with open(HASHES, "w") as fh:
             json.dump({"fingerprint": fingerprint(), "pinned": PINNED, "hashes": out}, fh, indent=1, sort_keys=True)
             fh.write("\n")
