@@ -43,8 +43,8 @@ import time
 import numpy as np
 
 from cdi_plugins.algorithms.nn.mapping import OVERSAMPLING_PRESET, to_network
+from cdi_plugins.algorithms.nn.plugin import ADAPT_FROM
 from cdi_plugins.algorithms.nn.network import _torch, load_weights, save_weights, twin_invariant_loss
-from cdi_plugins.algorithms.nn.plugin import DEFAULT_WEIGHTS
 from cdi_plugins.errors import CDIError
 
 __all__ = ["SETTINGS", "prepare", "read_patterns", "physics_loss", "adapt", "evaluate_physics"]
@@ -290,7 +290,7 @@ def _settings(settings: dict) -> dict:
     return cfg
 
 
-def adapt(patterns: list[dict], out, *, weights: str = DEFAULT_WEIGHTS, settings: dict | None = None,
+def adapt(patterns: list[dict], out, *, weights: str = ADAPT_FROM, settings: dict | None = None,
           command: str = "", arguments: dict | None = None, overwrite: bool = False, progress: bool = True,
           log=print) -> dict:
     """Fine-tune *weights* on *patterns* (from :func:`read_patterns`) and write the result to *out*.

@@ -14,7 +14,7 @@ import time
 
 from cdi_plugins.core import CDIError, CommandSpec
 
-from cdi_plugins.algorithms.nn.plugin import DEFAULT_WEIGHTS
+from cdi_plugins.algorithms.nn.plugin import ADAPT_FROM, DEFAULT_WEIGHTS
 
 __all__ = ["commands", "cmd_simulate_set", "cmd_train", "cmd_nn_eval", "cmd_nn_bench", "cmd_adapt"]
 
@@ -206,7 +206,7 @@ def _adapt_arguments(a) -> None:
     a.add_argument("inputs", nargs="+", metavar="RECIPE_OR_FILES",
                    help="one recipe (.yaml: every dataset's data, prepared as cdi run does) or data files "
                         "(.npy, .tif, .h5, ... as cdi run --data reads them)")
-    a.add_argument("--weights", default="au32_w025_ft", help="built-in name or .pt file to start from")
+    a.add_argument("--weights", default=ADAPT_FROM, help="built-in name or .pt file to start from")
     a.add_argument("--out", required=True, help="the adapted weights (.pt); never an input")
     a.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     a.add_argument("--epochs", type=int, default=20)

@@ -27,6 +27,9 @@ import numpy as np
 from cdi_plugins.core import AlgorithmSpec, CDIError, Param, State, hookimpl
 
 DEFAULT_WEIGHTS = "au32_w025_ft2"   # au32_w025_ft fine-tuned (configs/nn_finetune2_cpu.yaml)
+# what `cdi adapt` starts from by default: the weights its measured before/after tables were made with
+# (au32_w025_ft2 is a fine-tune of it that ties it on the held-out set)
+ADAPT_FROM = "au32_w025_ft"
 
 PARAMS = [
     Param("weights", "str", DEFAULT_WEIGHTS, "built-in weights name or a .pt file written by `cdi train`",
