@@ -108,9 +108,10 @@ def main(argv=None) -> int:
     be = get_backend(args.backend, fft=args.fft, threads=args.threads)
     reg = get_registry()
     planner = f" ({be.planner_effort})" if be.fft_engine == "pyfftw" else ""
-    print(f"cdi-plugins {cdi_plugins.__version__}: backend {be.name}, fft {be.fft_engine}{planner}, "
+    print(f"cdi-plugins {cdi_plugins.__version__}: backend {be.name}, fft {be.fft_engine}{planner} "
+          "(the loop's engine per size in each row), "
           f"median of {args.repeats} x {args.iterations} iterations, {'CPU' if args.cpu else 'wall'} time")
-    head = f"{'size':>6} {'kernels, threads fft/kernels':>28} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
+    head = f"{'size':>6} {'loop fft; kernels, threads fft/kernels':>40} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
     if not args.no_reference:
         head += f" {'numpy.fft ms':>12} {'scipy.fft ms':>12}"
         if be.fft_engine == "pyfftw" and be.planner_effort != "FFTW_MEASURE":
@@ -163,7 +164,8 @@ def main(argv=None) -> int:
             times[name] = max(t_step - t_start, 0.0) / (args.iterations - 1)
         thr = be.threads_for(n ** 3)
         impl = kernel_impl(be.xp, size=n ** 3)
-        row = (f"{n:>5}^3 {f'{impl}, {thr}/{effective_threads(impl, thr)}':>28} {t_fft * 1e3:>11.2f} {times['er'] * 1e3:>8.2f} {times['hio'] * 1e3:>8.2f} "
+        label = f"{be.loop_engine(n ** 3)}; {impl}, {thr}/{effective_threads(impl, thr)}"
+        row = (f"{n:>5}^3 {label:>40} {t_fft * 1e3:>11.2f} {times['er'] * 1e3:>8.2f} {times['hio'] * 1e3:>8.2f} "
                f"{times['raar'] * 1e3:>8.2f} {times['er'] / t_fft:>7.2f} {times['hio'] / t_fft:>8.2f} "
                f"{times['raar'] / t_fft:>9.2f}")
         if not args.no_reference:

@@ -194,7 +194,7 @@ def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
     obj = backend.to_numpy(best.obj).astype(np.complex64, copy=False)
     support = backend.to_numpy(best.support).astype(bool, copy=False)
     metadata = {**problem.metadata, "source": problem.source, "backend": backend.name,
-                "fft": backend.fft_engine, "threads": backend.threads_for(problem.intensity.size),
+                "fft": backend.loop_engine(problem.intensity.size), "threads": backend.threads_for(problem.intensity.size),
                 "seed": plan.seed, "runs": plan.runs, "postprocess": dict(plan.postprocess)}
     if workers > 1:
         metadata["workers"] = workers

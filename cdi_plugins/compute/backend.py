@@ -42,6 +42,10 @@ BACKENDS = ("auto", "numpy", "cupy")
 FFT_ENGINES = ("auto", "pyfftw", "scipy", "cupy")
 PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
 DETERMINISTIC_PLANNER = "FFTW_ESTIMATE"
+# From this many elements FFTW's rule-made (FFTW_ESTIMATE) 3-D plans are slow (256^3: 698 ms a pair against
+# scipy.fft's 308 ms, both on 2 threads; 128^3: 13 ms against 43 ms): with fft: auto and the deterministic
+# planner the hot loop uses scipy.fft there, which is deterministic too (benchmarks/bench_iteration.py)
+LARGE_ESTIMATE = 256 ** 3
 SMALL_FFT = 64 ** 3  # up to this many elements an FFT runs on one thread (see Backend.threads_for)
 
 
@@ -203,7 +207,7 @@ class Workspace:
         self.shape = tuple(shape)
         self.size = int(np.prod(shape))
         xp = backend.xp
-        eng = backend.fft_engine
+        self.engine = eng = backend.loop_engine(self.size)
         if eng == "pyfftw":
             pyfftw = _import_pyfftw()
             self.x = pyfftw.empty_aligned(shape, dtype="complex64")
@@ -237,14 +241,14 @@ class Workspace:
 
     def forward(self):
         b = self.backend
-        if b.fft_engine == "pyfftw":
+        if self.engine == "pyfftw":
             self._fwd()
             return self._w
         return b.fftn(self.x)
 
     def backward(self, buf):
         b = self.backend
-        if b.fft_engine == "pyfftw":
+        if self.engine == "pyfftw":
             if buf is not self._w:
                 self._w[...] = buf
             self._bwd()
@@ -272,6 +276,7 @@ class Backend:
         self.threads = int(threads or default_threads())
         self._threads_explicit = threads is not None
         self.planner_effort = planner_effort
+        self.fft_requested = fft
         if name == "cupy":
             import cupy
             import cupyx.scipy.fft as cufft
@@ -327,6 +332,14 @@ class Backend:
         if self._threads_explicit or size > SMALL_FFT:
             return self.threads
         return 1
+
+    def loop_engine(self, size: int) -> str:
+        """The FFT engine of the hot loop for arrays of *size* elements: ``fft_engine``, except that with
+        ``fft: auto`` and the deterministic planner arrays from 256^3 use scipy.fft (see LARGE_ESTIMATE)."""
+        if (self.fft_engine == "pyfftw" and self.fft_requested == "auto" and size >= LARGE_ESTIMATE
+                and self.planner_effort == DETERMINISTIC_PLANNER):
+            return "scipy"
+        return self.fft_engine
 
     def workspace(self, shape) -> Workspace:
         """The cached :class:`Workspace` for *shape* (made on first use)."""

@@ -266,7 +266,7 @@ def run_tasks(tasks: list, *, steps, problem: Problem, backend, workers: int,
     from concurrent.futures import ProcessPoolExecutor, as_completed
     threads = backend.threads if getattr(backend, "_threads_explicit", False) else 1
     refs = [_StepRef(s.name, s.algorithm.plugin, dict(s.params), s.where) for s in steps]
-    args = {"name": backend.name, "fft": backend.fft_engine, "threads": threads}
+    args = {"name": backend.name, "fft": getattr(backend, "fft_requested", backend.fft_engine), "threads": threads}
     if hasattr(backend, "planner_effort"):
         args["planner_effort"] = backend.planner_effort
     ctx = multiprocessing.get_context("spawn")
