@@ -14,7 +14,7 @@ def test_nn_is_registered_as_a_predictor():
     assert spec.kind == "predictor" and spec.plugin == "nn"
     assert {"weights", "device", "support_threshold"} <= set(p.name for p in spec.params)
 
-def test_unknown_weights_fail_at_the_step(tmp_path):
+def test_unknown_weights_fail_before_the_step_runs(tmp_path):
     inten = box_pattern(32, (12, 12, 12))
     rec = {"name": "t", "data": {"path": str(tmp_path / "x.npy")}, "backend": "numpy",
            "steps": [{"algorithm": "nn", "weights": "no_such_weights"}]}
@@ -100,3 +100,14 @@ def test_nn_seeded_recipe_needs_a_third_of_the_iterations():
             err[name].append(compare_to_truth(r.obj, s["rho"], support=s["support"], scale=True)["error"])
     assert np.median(err["seeded"]) <= np.median(err["random"]), err
     assert sum(e < 0.1 for e in err["seeded"]) >= sum(e < 0.1 for e in err["random"]), err
+
+
+def test_a_misspelt_weights_name_is_refused_when_the_recipe_is_read(tmp_path):
+    from cdi_plugins.cli import main
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {simulate: {shape: 32, seed: 0}}\nsteps:\n  - {algorithm: nn, weights: au32_w025_fx}\n")
+    assert main(["validate", str(recipe)]) == 2
+    with pytest.raises(CDIError, match=r"r.yaml:3: steps\[0\]: no such weights file or built-in name: 'au32_w025_fx' "
+                                       r"\(built-in: au32_w025, au32_w025_ft"):
+        from cdi_plugins.recipe import load_recipe
+        load_recipe(str(recipe))

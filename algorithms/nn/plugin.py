@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 
 import numpy as np
@@ -192,7 +193,17 @@ def specs() -> list[AlgorithmSpec]:
     return [AlgorithmSpec(
         name="nn", kind="predictor",
         summary="3D-CDI-NN (Chan et al. 2021): amplitude and phase from sqrt(I) in one network pass",
-        params=PARAMS, run=run_nn, backends=("numpy", "cupy"), unavailable=_unavailable())]
+        params=PARAMS, run=run_nn, backends=("numpy", "cupy"), unavailable=_unavailable(),
+        check=_check_weights)]
+
+
+def _check_weights(params: dict) -> None:
+    """`cdi validate` finds a misspelt weights name or a missing file before anything runs."""
+    from cdi_plugins.algorithms.nn.network import builtin_weights
+    w = params["weights"]
+    known = builtin_weights()
+    if w not in known and not os.path.isfile(w):
+        raise CDIError(f"no such weights file or built-in name: {w!r} (built-in: {', '.join(known) or 'none'})")
 
 
 @hookimpl
