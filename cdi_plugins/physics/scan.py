@@ -205,6 +205,17 @@ def _pair(v, what, where, positive=True):
     return [float(x) for x in vals]
 
 
+def _section(data: dict, key: str, allowed, what: str, where) -> dict:
+    """``data[key]``, a mapping with only *allowed* keys ({} when absent); *what* names them in the error."""
+    node = data.get(key) or {}
+    if not isinstance(node, dict):
+        raise CDIError(f"data.{key} must be a mapping ({what})", where(key))
+    for k in node:
+        if k not in allowed:
+            raise CDIError(f"unknown key '{k}'; allowed: {', '.join(allowed)}", where(f"{key}.{k}"))
+    return node
+
+
 def validate_scan(data: dict, where, base_dir: str, registry) -> dict | None:
     """The raw-frame keys of a recipe's ``data`` section, or None when it has no ``frames``.
 
@@ -254,12 +265,7 @@ def validate_scan(data: dict, where, base_dir: str, registry) -> dict | None:
     out["diffractometer"] = validate_diffractometer(diff, lambda key=None: where(
         f"diffractometer.{key}" if key else "diffractometer"))
     det = dict(spec.detector)
-    user_det = data.get("detector") or {}
-    if not isinstance(user_det, dict):
-        raise CDIError("data.detector must be a mapping (pixel_size, beam_centre)", where("detector"))
-    for k in user_det:
-        if k not in _DETECTOR_KEYS:
-            raise CDIError(f"unknown key '{k}'; allowed: {', '.join(_DETECTOR_KEYS)}", where(f"detector.{k}"))
+    user_det = _section(data, "detector", _DETECTOR_KEYS, "pixel_size, beam_centre", where)
     det.update(user_det)
     if det.get("pixel_size") is None and data.get("spec") is None:
         raise CDIError("data.detector.pixel_size is needed (m, rows and columns)", where("detector"))
@@ -278,12 +284,7 @@ def validate_scan(data: dict, where, base_dir: str, registry) -> dict | None:
     if out["beam_centre"] is None and (spec.name == "generic" or data.get("spec") is None):
         raise CDIError("data.detector.beam_centre is needed ([row, column] of the full detector where the direct "
                        "beam hits with the detector circles at 0)", where("detector"))
-    md = data.get("metadata") or {}
-    if not isinstance(md, dict):
-        raise CDIError("data.metadata must be a mapping (energy, distance, angles, rocking, step)", where("metadata"))
-    for k in md:
-        if k not in _METADATA_KEYS:
-            raise CDIError(f"unknown key '{k}'; allowed: {', '.join(_METADATA_KEYS)}", where(f"metadata.{k}"))
+    md = _section(data, "metadata", _METADATA_KEYS, "energy, distance, angles, rocking, step", where)
     for k in ("energy", "distance"):
         if k in md:
             _positive(md[k], f"data.metadata.{k}", where(f"metadata.{k}"))
@@ -301,13 +302,7 @@ def validate_scan(data: dict, where, base_dir: str, registry) -> dict | None:
         if missing:
             raise CDIError(f"without a metadata file give data.metadata.{missing[0]} "
                            f"(all of {', '.join(_METADATA_KEYS)})", where("metadata" if md else "frames"))
-    lab = data.get("lab") or {}
-    if not isinstance(lab, dict):
-        raise CDIError("data.lab must be a mapping (frame: lab | crystal, spacing: nm, q_axis: 0 | 1 | 2)",
-                       where("lab"))
-    for k in lab:
-        if k not in _LAB_KEYS:
-            raise CDIError(f"unknown key '{k}'; allowed: {', '.join(_LAB_KEYS)}", where(f"lab.{k}"))
+    lab = _section(data, "lab", _LAB_KEYS, "frame: lab | crystal, spacing: nm, q_axis: 0 | 1 | 2", where)
     frame = lab.get("frame", "lab")
     if frame not in ("lab", "crystal", "detector"):
         raise CDIError(f"data.lab.frame must be lab, crystal or detector, got {frame!r}", where("lab.frame"))
