@@ -223,13 +223,15 @@ def _split_dataset_overrides(overrides, entries) -> tuple[list, dict]:
     value)]})``.  Without this they would land in every dataset as an unused key and be ignored."""
     rest, per = [], {}
     for key, value in overrides:
-        m = re.match(r"^datasets(?:\.|\[)(-?\d+)\]?\.(.+)$", key)
         if not key.startswith("datasets"):
             rest.append((key, value))
             continue
-        if m is None or entries == [(None, {})]:
-            raise CDIError("use datasets.<index>.KEY=VALUE (the recipe's datasets list, counted from 0)"
-                           if entries != [(None, {})] else "the recipe has no datasets list", f"--set {key}")
+        if entries == [(None, {})]:
+            raise CDIError("the recipe has no datasets list", f"--set {key}")
+        m = re.match(r"^datasets(?:\.|\[)(-?\d+)\]?\.(.+)$", key)
+        if m is None:
+            raise CDIError("use datasets.<index>.KEY=VALUE (the recipe's datasets list, counted from 0)",
+                           f"--set {key}")
         idx = int(m.group(1))
         if not -len(entries) <= idx < len(entries):
             raise CDIError(f"index {idx} is out of range (the recipe lists {len(entries)} datasets)", f"--set {key}")
