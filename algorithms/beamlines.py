@@ -93,6 +93,7 @@ def _nothing(path, scan) -> dict:
 
 _ENERGY_UNITS = {"kev": 1.0, "ev": 1e-3}
 _LENGTH_UNITS = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "micron": 1e-6, "microns": 1e-6, "cm": 1e-2}
+_WAVELENGTH_UNITS = {"angstrom": 1.0, "a": 1.0, "\u00e5": 1.0, "nm": 10.0}   # -> angstrom (units are lower-cased)
 _HC_KEV_ANGSTROM = 12.398419843320026
 
 
@@ -204,7 +205,7 @@ def read_nexus(path, scan) -> dict:
         else:
             ds = _first(inst, ["beam/incident_wavelength", "monochromator/wavelength"])
             if ds is not None:
-                lam = float(np.mean(ds[()])) * (10.0 if str(ds.attrs.get("units", "angstrom")) == "nm" else 1.0)
+                lam = float(np.mean(ds[()])) * _units(ds, _WAVELENGTH_UNITS, "angstrom", path, "wavelength")
                 out["energy"] = _HC_KEV_ANGSTROM / lam
         dets = _groups(inst, "NXdetector") or ([inst["detector"]] if "detector" in inst else [])
         if dets:

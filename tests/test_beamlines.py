@@ -176,3 +176,21 @@ def test_nexus_mistakes_are_one_line_naming_the_file(tmp_path, change, words):
     (tmp_path / "text.nxs").write_text("not hdf5")
     with pytest.raises(CDIError, match="not a readable HDF5/NeXus file"):
         read_nexus(str(tmp_path / "text.nxs"), 54)
+
+
+def test_a_nexus_wavelength_gives_the_energy_and_unknown_units_are_refused(tmp_path):
+    import h5py
+    from cdi_plugins.algorithms.beamlines import read_nexus
+    from tests.forward_helpers import geometries
+
+    path = tmp_path / "scan.nxs"
+    _write_nexus(path, geometries()["sixc_vertical"])
+    with h5py.File(path, "a") as f:
+        del f["entry54/instrument/monochromator/energy"]
+        beam = f["entry54/instrument"].create_group("beam")
+        beam.create_dataset("incident_wavelength", data=0.137760).attrs["units"] = "nm"
+    assert read_nexus(str(path), 54)["energy"] == pytest.approx(9.0, rel=1e-4)
+    with h5py.File(path, "a") as f:
+        f["entry54/instrument/beam/incident_wavelength"].attrs["units"] = "m"
+    with pytest.raises(CDIError, match="incident_wavelength \\(wavelength\\) has units 'm'"):
+        read_nexus(str(path), 54)
