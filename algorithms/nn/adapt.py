@@ -42,8 +42,7 @@ import time
 
 import numpy as np
 
-from cdi_plugins.algorithms.nn.mapping import OVERSAMPLING_PRESET, to_network
-from cdi_plugins.algorithms.nn.plugin import ADAPT_FROM
+from cdi_plugins.algorithms.nn.plugin import ADAPT_FROM, network_input
 from cdi_plugins.algorithms.nn.network import _torch, load_weights, save_weights, twin_invariant_loss
 from cdi_plugins.errors import CDIError
 
@@ -71,17 +70,9 @@ def prepare(intensity, mask, meta: dict, *, oversampling=None, target_oversampli
     (per axis) and ``target``.
     """
     from cdi_plugins.compute.fourier import crop_pad
-    from cdi_plugins.compute.fourier import oversampling as estimate
-    size = int(meta["arch"]["size"])
-    target = float(target_oversampling or meta.get("oversampling_target") or 2.0)
     inten = np.asarray(intensity, dtype=np.float32)
     mask = np.zeros(inten.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
-    os_ = estimate(inten, mask, preset=OVERSAMPLING_PRESET)
-    if not all(math.isfinite(o) for o in os_):
-        raise CDIError("cannot estimate the oversampling: the pattern is zero everywhere it is measured")
-    if oversampling is not None:
-        os_ = tuple(o * float(oversampling) / min(os_) for o in os_)
-    x, c, _ = to_network(inten, mask, target=target, size=size, oversampling=os_)
+    x, c, os_, target = network_input(inten, mask, meta, oversampling, target_oversampling)
     measured = crop_pad(~mask, (c, c, c), False)
     i = np.where(measured, crop_pad(np.clip(inten, 0, None), (c, c, c)), 0).astype(np.float32)
     return {"x": x, "intensity": i, "measured": measured, "crop": int(c),

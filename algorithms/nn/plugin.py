@@ -101,18 +101,14 @@ def predict(intensity, mask=None, *, weights: str = DEFAULT_WEIGHTS, device: str
         return _predict(intensity, mask, weights, device, oversampling, target_oversampling)
 
 
-def _predict(intensity, mask, weights, device, oversampling, target_oversampling) -> dict:
-    import time
-
-    import torch
-
-    from cdi_plugins.algorithms.nn.mapping import OVERSAMPLING_PRESET, from_network, to_network
+def network_input(inten, mask, meta: dict, oversampling=None, target_oversampling=None) -> tuple:
+    """``(x, crop, oversampling per axis, target)``: the float32 pattern *inten* on the network's grid, as the
+    step feeds it (the oversampling estimated, or scaled so its smallest axis is *oversampling*; resampled to
+    the weights' target).  `cdi adapt` prepares its patterns with this too."""
+    from cdi_plugins.algorithms.nn.mapping import OVERSAMPLING_PRESET, to_network
     from cdi_plugins.compute.fourier import oversampling as estimate
-    t_start = time.perf_counter()
-    model, meta, dev = _model(weights, device)
     size = int(meta["arch"]["size"])
     target = float(target_oversampling or meta.get("oversampling_target") or 2.0)
-    inten = np.asarray(intensity, dtype=np.float32)
     os_ = estimate(inten, mask, preset=OVERSAMPLING_PRESET)
     if not all(math.isfinite(o) for o in os_):
         raise CDIError("cannot estimate the oversampling: the pattern is zero everywhere it is measured")
@@ -120,6 +116,19 @@ def _predict(intensity, mask, weights, device, oversampling, target_oversampling
         scale = float(oversampling) / min(os_)
         os_ = tuple(o * scale for o in os_)
     x, c, _ = to_network(inten, mask, target=target, size=size, oversampling=os_)
+    return x, c, os_, target
+
+
+def _predict(intensity, mask, weights, device, oversampling, target_oversampling) -> dict:
+    import time
+
+    import torch
+
+    from cdi_plugins.algorithms.nn.mapping import from_network
+    t_start = time.perf_counter()
+    model, meta, dev = _model(weights, device)
+    inten = np.asarray(intensity, dtype=np.float32)
+    x, c, os_, target = network_input(inten, mask, meta, oversampling, target_oversampling)
     with torch.no_grad():
         t0 = time.perf_counter()
         xt = torch.from_numpy(x)[None, None].to(dev)
