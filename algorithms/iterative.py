@@ -180,19 +180,24 @@ class _Loop:
         self.dd = dd = _device_data(problem, be)
         self.ws = be.workspace(problem.shape)
         x0, self.s = _initial(problem, state, params, ctx, dd)
-        _guard(float(self.s.sum()) / self.s.size, params, ctx, name, 0)
+        _guard(int(self.xp.count_nonzero(self.s)) / self.s.size, params, ctx, name, 0)
         self.ws.x[...] = x0
         del x0
         self.ca, self.cb = _feedback(name, params)
         self.work = KernelWork(self.xp, problem.shape, feedback=self.ca is not None,
                                threads=be.threads_for(problem.intensity.size))
-        self.inside = self.xp.flatnonzero(self.s)  # flat indices of the support (see update_object)
+        self.inside = self.inside_of(self.s)
         self.opts = Options(be, problem, dd, params)
         n = params["iterations"]
         self.chi = self.xp.zeros(n, dtype=self.xp.float32)
         self.chi_free = self.xp.zeros(n, dtype=self.xp.float32) if dd.free_idx is not None else None
         self.chi_scale = {}      # iteration -> chi^2 normalisation other than the full data's (low-pass)
         self.support_records = {}
+
+    def inside_of(self, s):
+        """The support as update_object reads it fastest: the flat mask for the fused kernels (numba, CuPy),
+        flat indices for the NumPy reference (see update_object)."""
+        return s.reshape(-1) if self.work.impl != "numpy" else self.xp.flatnonzero(s)
 
     def forward(self, it):
         """FFT of the iterate; chi^2 of the free pixels recorded."""
@@ -249,9 +254,9 @@ class _Loop:
             if period and (it + 1) % period == 0:
                 sigma = sig0 + (sig1 - sig0) * (it / max(1, n - 1))
                 self.s = shrink_wrap(self.be, source, sigma, params["shrink_wrap_threshold"])
-                frac = float(self.s.sum()) / self.s.size
+                frac = int(xp.count_nonzero(self.s)) / self.s.size
                 _guard(frac, params, ctx, self.name, it + 1)
-                self.inside = xp.flatnonzero(self.s)
+                self.inside = self.inside_of(self.s)
                 self.support_records[it] = frac
             if (it + 1) % report_every == 0 or it + 1 == n:
                 c = float(self.chi[it]) / self.dd.norm * self.chi_scale.get(it, 1.0)
@@ -265,7 +270,7 @@ class _Loop:
         s = self.opts.twin_now(self.ws.x, self.s, it)   # the iterate: what the next iteration starts from
         if s is not None:
             self.s = s
-            self.inside = self.xp.flatnonzero(s)
+            self.inside = self.inside_of(s)
         self.opts.prepare(it, self.estimate(), self.s)
 
     def records(self):

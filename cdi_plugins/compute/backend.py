@@ -26,6 +26,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import tempfile
 import threading
 
@@ -84,12 +85,29 @@ def _have_pyfftw() -> bool:
         return False
 
 
+# FFTW's threads in the pyFFTW wheels are OpenMP threads of the wheel's own libgomp, which by default spins
+# for a while after every parallel region: between two FFTs of an iteration that spinning thread holds a
+# core that the elementwise kernels (numba's own threads) need, and on a busy machine it competes with
+# everyone (128^3 FFT pair on our 2-core machine under load: 32 ms spinning, 17 ms passive).  pyFFTW's
+# libgomp reads the policy once, when it is loaded, so it is set for that moment only; a user's own
+# OMP_WAIT_POLICY is kept, and libraries loaded later (torch) see the environment as it was.
+FFTW_OMP_WAIT_POLICY = "PASSIVE"
+
+
 def _import_pyfftw():
+    if "pyfftw" in sys.modules:
+        return sys.modules["pyfftw"]
+    saved = os.environ.get("OMP_WAIT_POLICY")
+    if saved is None:
+        os.environ["OMP_WAIT_POLICY"] = FFTW_OMP_WAIT_POLICY
     try:
         import pyfftw
     except Exception as exc:
         raise CDIError(f"pyFFTW is installed but cannot be imported ({exc.__class__.__name__}: {exc}); "
                        "reinstall it or use fft: scipy") from None
+    finally:
+        if saved is None:
+            del os.environ["OMP_WAIT_POLICY"]
     return pyfftw
 
 
@@ -208,36 +226,64 @@ class Workspace:
         self.size = int(np.prod(shape))
         xp = backend.xp
         self.engine = eng = backend.loop_engine(self.size)
+        self._real = None   # pyFFTW real-FFT buffers and plans of smooth_abs(), made on first use
         if eng == "pyfftw":
             pyfftw = _import_pyfftw()
             self.x = pyfftw.empty_aligned(shape, dtype="complex64")
             self._w = pyfftw.empty_aligned(shape, dtype="complex64")
             self.x[...] = 0
-            effort = backend.planner_effort
-            flags = (effort, "FFTW_DESTROY_INPUT")
-            threads = backend.threads_for(self.size)
-            with _WISDOM_LOCK:
-                before = pyfftw.export_wisdom()
-                if effort == DETERMINISTIC_PLANNER:
-                    # FFTW_ESTIMATE takes a plan from any wisdom FFTW holds (timed plans of an earlier
-                    # FFTW_MEASURE backend in this process): plan without it, then give it back
-                    pyfftw.forget_wisdom()
-                else:
-                    _load_wisdom()
-                fwd_flags = (effort,)  # out-of-place forward must keep x intact
-                try:
-                    self._fwd = pyfftw.FFTW(self.x, self._w, axes=(0, 1, 2), direction="FFTW_FORWARD",
-                                            flags=fwd_flags, threads=threads)
-                    self._bwd = pyfftw.FFTW(self._w, self._w, axes=(0, 1, 2), direction="FFTW_BACKWARD",
-                                            flags=flags, threads=threads, normalise_idft=False)
-                finally:
-                    if effort == DETERMINISTIC_PLANNER:
-                        pyfftw.forget_wisdom()
-                        pyfftw.import_wisdom(before)
-                if effort != DETERMINISTIC_PLANNER and pyfftw.export_wisdom() != before:
-                    _save_wisdom()
+            # out-of-place forward must keep x intact; the inverse runs in place on the work buffer
+            self._fwd, self._bwd = self._plan(
+                (self.x, self._w, "FFTW_FORWARD", (), {}),
+                (self._w, self._w, "FFTW_BACKWARD", ("FFTW_DESTROY_INPUT",), {"normalise_idft": False}))
         else:
             self.x = xp.zeros(shape, dtype=xp.complex64)
+
+    def _plan(self, *specs):
+        """pyFFTW plans for *specs* ``(input, output, direction, extra flags, keywords)``, made with the
+        backend's planner effort and thread count.  FFTW_ESTIMATE plans are made without any wisdom FFTW
+        holds (timed plans of an earlier FFTW_MEASURE backend in this process would be taken from it), so
+        they are the same in every process; timed plans load and save the wisdom cache."""
+        pyfftw = _import_pyfftw()
+        backend = self.backend
+        effort = backend.planner_effort
+        threads = backend.threads_for(self.size)
+        with _WISDOM_LOCK:
+            before = pyfftw.export_wisdom()
+            if effort == DETERMINISTIC_PLANNER:
+                pyfftw.forget_wisdom()
+            else:
+                _load_wisdom()
+            try:
+                plans = tuple(pyfftw.FFTW(a, b, axes=(0, 1, 2), direction=direction, flags=(effort, *flags),
+                                          threads=threads, **kw) for a, b, direction, flags, kw in specs)
+            finally:
+                if effort == DETERMINISTIC_PLANNER:
+                    pyfftw.forget_wisdom()
+                    pyfftw.import_wisdom(before)
+            if effort != DETERMINISTIC_PLANNER and pyfftw.export_wisdom() != before:
+                _save_wisdom()
+        return plans
+
+    def smooth_abs(self, a, kernel):
+        """``size * irfftn(rfftn(|a|) * kernel)`` in float32 with pyFFTW real plans of this shape (pyFFTW
+        engine only), for shrink-wrap in the hot loop: scipy.fft's real transforms cost twice FFTW's here.
+        *a* is real or complex of the workspace's shape, *kernel* a float32 array on the rfft grid.
+        Unnormalised (pyFFTW's own 1/N pass costs as much as the transform): a threshold relative to
+        the maximum does not need it.  Returns a buffer that the next call overwrites."""
+        if self._real is None:
+            pyfftw = _import_pyfftw()
+            r = pyfftw.empty_aligned(self.shape, dtype="float32")
+            c = pyfftw.empty_aligned(self.shape[:-1] + (self.shape[-1] // 2 + 1,), dtype="complex64")
+            self._real = (r, c) + self._plan((r, c, "FFTW_FORWARD", (), {}),
+                                             (c, r, "FFTW_BACKWARD", ("FFTW_DESTROY_INPUT",),
+                                              {"normalise_idft": False}))
+        r, c, fwd, bwd = self._real
+        np.abs(a, out=r)
+        fwd()
+        c *= kernel
+        bwd()
+        return r
 
     def forward(self):
         b = self.backend
@@ -348,6 +394,10 @@ class Backend:
         if ws is None:
             ws = self._workspaces[key] = Workspace(self, key)
         return ws
+
+    def existing_workspace(self, shape) -> Workspace | None:
+        """The :class:`Workspace` for *shape* if one was made, else None (makes nothing)."""
+        return self._workspaces.get(tuple(int(s) for s in shape))
 
     # ---- FFTs outside the hot loop (allocating; plans cached by the library) -----------
     def _kw(self, a, overwrite=False):
