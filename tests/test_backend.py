@@ -134,3 +134,45 @@ def test_large_arrays_leave_rule_made_fftw_plans_for_scipy_fft():
     assert Backend("numpy", fft="auto", planner_effort="FFTW_MEASURE").loop_engine(256 ** 3) == "pyfftw"
     ws = auto.workspace((8, 8, 8))
     assert ws.engine == "pyfftw"
+
+
+def test_importing_pyfftw_leaves_the_environment_and_dask_as_they_were():
+    """The FFTW threads' wait policy is set for pyFFTW's own OpenMP runtime only, and dask (hidden while
+    pyFFTW is imported, which would load dask.array for nothing) imports normally afterwards."""
+    pytest.importorskip("pyfftw")
+    import subprocess
+    import sys
+    code = ("import os, sys\n"
+            "from cdi_plugins.compute.backend import get_backend\n"
+            "get_backend('numpy', fft='pyfftw', threads=1).workspace((8, 8, 8))\n"
+            "print('OMP_WAIT_POLICY' in os.environ, 'dask' in sys.modules, 'dask.array' in sys.modules)\n"
+            "import dask.array\n"
+            "print(dask.array.ones(3).sum().compute())\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["False", "False", "False", "3.0"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"     # the user's own choice stays
+    out = subprocess.run([sys.executable, "-c", code.replace("'OMP_WAIT_POLICY' in os.environ",
+                                                             "os.environ['OMP_WAIT_POLICY']")],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split()[0] == "ACTIVE"
+
+
+def test_shrink_wrap_on_the_workspace_plans_matches_scipy():
+    """Shrink-wrap in the hot loop runs on the workspace's pyFFTW real plans: the same support as scipy.fft's."""
+    pytest.importorskip("pyfftw")
+    from cdi_plugins.compute.backend import Backend
+    from cdi_plugins.compute.support import shrink_wrap
+    rng = np.random.default_rng(3)
+    shape = (24, 20, 18)
+    z, y, x = np.indices(shape)
+    blob = np.exp(-((z - 12) ** 2 / 30 + (y - 10) ** 2 / 20 + (x - 9) ** 2 / 15))
+    obj = (blob * np.exp(1j * rng.uniform(-3, 3, shape)) + 0.05 * rng.standard_normal(shape)).astype(np.complex64)
+    fast = Backend("numpy", fft="pyfftw", threads=1)
+    ws = fast.workspace(shape)
+    ref = shrink_wrap(get_backend("numpy", fft="scipy", threads=1), obj, 1.3, 0.3)
+    got = shrink_wrap(fast, obj, 1.3, 0.3)
+    assert ws._real is not None                       # the workspace's plans were used
+    assert got.dtype == bool and got.shape == shape
+    assert 0.02 < ref.mean() < 0.9
+    assert (got != ref).sum() <= 2                    # rounding may flip a voxel sitting on the threshold
