@@ -10,6 +10,7 @@ formats (config_rec, results_phasing) are read and written by :mod:`cdi_plugins.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -27,16 +28,100 @@ _HANDLED_ELSEWHERE = ("data_dir", "save_dir", "init_guess", "continue_dir", "rec
 
 
 def _sequence_for_ours(seq: str, unsupported: list) -> str:
-    import re
     out = seq.replace(" ", "")
     if "." in out:
         unsupported.append(("algorithm_sequence", "sub-triggers (e.g. ER.SW0) are not supported; dropped from "
                             f"{seq!r}"))
         out = re.sub(r"\.[A-Za-z0-9_.]+", "", out)
-    if re.search(r"(ER|HIO)pc", out):
-        unsupported.append(("algorithm_sequence", "ERpc/HIOpc (partial coherence) run as ER/HIO"))
-        out = re.sub(r"(ER|HIO)pc", r"\1", out)
-    return out   # ER, HIO, RAAR and SF (solvent flipping) are ours under the same names
+    return out   # ER, HIO, RAAR and SF (solvent flipping) are ours under the same names; ERpc/HIOpc: below
+
+
+# cohere's triggers count iterations over the whole algorithm_sequence; ours count within a step: a config
+# that uses one of these is imported as explicit steps, each carrying its share as step options
+_GLOBAL_TRIGGERS = ("twin_trigger", "twin_halves", "phc_trigger", "phc_phase_min", "phc_phase_max",
+                    "pc_interval", "pc_type", "pc_LUCY_iterations", "pc_LUCY_kernel", "pc_normalize")
+
+
+def _first(conf: dict, key: str, unsupported: list, default=None):
+    """A scalar config_rec value; of a per-sub-trigger list the first entry (noted)."""
+    v = conf.get(key, default)
+    if isinstance(v, (list, tuple)):
+        unsupported.append((key, f"{list(v)}: per-sub-trigger values; the first is used"))
+        v = v[0]
+    return v
+
+
+def _window(trig, total: int, key: str, unsupported: list) -> tuple[int, int]:
+    """[start, stop) of a cohere trigger [start, step(, stop)] over *total* iterations (negatives from the end)."""
+    trig = list(trig)
+    start = trig[0] + total if trig[0] < 0 else trig[0]
+    stop = total if len(trig) < 3 else (trig[2] + total if trig[2] < 0 else trig[2])
+    if len(trig) > 1 and trig[1] != 1:
+        unsupported.append((key, f"{trig}: applied every iteration of its span (cohere: every {trig[1]})"))
+    return int(start), int(min(stop, total))
+
+
+def _explicit_steps(conf: dict, seq: str, unsupported: list) -> list | None:
+    """Steps of the cleaned *seq* (sub-triggers dropped, ERpc/HIOpc kept) with cohere's global triggers
+    turned into per-step options (twin removal, phase constraint, partial coherence); None when the
+    config uses none of them, so that the recipe keeps the sequence string."""
+    from cdi_plugins.core.sequence import parse_sequence
+    pc = "pc_interval" in conf and re.search(r"(ER|HIO)pc", seq) is not None
+    if not (pc or "twin_trigger" in conf or "phc_trigger" in conf):
+        return None
+    entries = parse_sequence(seq)
+    total = sum(n or 0 for _, n in entries)
+    steps, g0 = [], 0
+    for name, n in entries:
+        n = int(n or 0)
+        step = {"algorithm": (name[:-2] if name.endswith("pc") else name).lower(), "iterations": n}
+        steps.append((g0, n, name.endswith("pc"), step))
+        g0 += n
+    if "twin_trigger" in conf:
+        t = list(conf["twin_trigger"])[0]
+        t = t + total if t < 0 else t
+        halves = [int(h) for h in conf.get("twin_halves", [0, 0])]
+        # cohere halves the object after the update of iteration t, i.e. after t + 1 iterations
+        for i, (a, n, _, step) in enumerate(steps):
+            if a <= t < a + n:
+                local = t + 1 - a
+                if local == n and i + 1 < len(steps):   # the step's last iteration: ours acts within a step
+                    step, local = steps[i + 1][3], 1
+                    unsupported.append(("twin_trigger", f"[{t}] falls on a step's last iteration: applied one "
+                                        "iteration later, after the next step's first"))
+                if local < step["iterations"]:
+                    step["twin_trigger"], step["twin_halves"] = int(local), halves
+                break
+        unsupported.append(("twin_trigger", "ours also centres the object before zeroing the halves "
+                            "(cohere does not)"))
+    if "phc_trigger" in conf:
+        start, stop = _window(conf["phc_trigger"], total, "phc_trigger", unsupported)
+        lo = float(_first(conf, "phc_phase_min", unsupported, -1.57))
+        hi = float(_first(conf, "phc_phase_max", unsupported, 1.57))
+        for a, n, _, step in steps:
+            if start <= a < stop:
+                step.update(phc_iterations=min(n, stop - a), phc_min=lo, phc_max=hi)
+            elif a < start < a + n:
+                unsupported.append(("phc_trigger", f"starts at iteration {start}, inside a step: that step "
+                                    "runs without it"))
+    if pc:
+        kernel = conf.get("pc_LUCY_kernel", 9)
+        sizes = [int(k) for k in (kernel if isinstance(kernel, (list, tuple)) else [kernel])]
+        size = max(sizes) + (1 - max(sizes) % 2)     # ours is a cube centred on a pixel: odd side
+        if len(set(sizes)) > 1 or size != sizes[0]:
+            unsupported.append(("pc_LUCY_kernel", f"{kernel}: the PSF box is a cube of side {size} here"))
+        opts = {"pc_interval": int(conf["pc_interval"]), "pc_kernel_size": size}
+        if "pc_LUCY_iterations" in conf:
+            opts["pc_lucy_iterations"] = int(conf["pc_LUCY_iterations"])
+        for _, _, is_pc, step in steps:
+            if is_pc:
+                step.update(opts)
+        unsupported.append(("pc_interval", "each ERpc/HIOpc step estimates its PSF afresh from a Gaussian "
+                            "(cohere carries it from step to step)"))
+    for key in ("pc_type", "pc_normalize"):
+        if key in conf and conf[key] not in ("LUCY", True):
+            unsupported.append((key, f"{conf[key]!r}: ours is Richardson-Lucy, normalised"))
+    return [step for _, _, _, step in steps]
 
 
 def config_rec_to_recipe(conf: dict, *, engine: str = "ours") -> tuple[dict, list]:
@@ -85,7 +170,12 @@ def config_rec_to_recipe(conf: dict, *, engine: str = "ours") -> tuple[dict, lis
         return recipe, unsupported
     if engine != "ours":
         raise CDIError(f"engine must be ours or cohere, got {engine!r}")
-    recipe["steps"] = _sequence_for_ours(str(conf["algorithm_sequence"]), unsupported)
+    seq = _sequence_for_ours(str(conf["algorithm_sequence"]), unsupported)
+    explicit = _explicit_steps(conf, seq, unsupported)
+    if explicit is None and re.search(r"(ER|HIO)pc", seq):
+        unsupported.append(("algorithm_sequence", "ERpc/HIOpc without pc_interval: run as ER/HIO"))
+        seq = re.sub(r"(ER|HIO)pc", r"\1", seq)
+    recipe["steps"] = seq if explicit is None else explicit
     common: dict = {}
     params: dict = {}
     trig = conf.get("shrink_wrap_trigger")
@@ -111,7 +201,7 @@ def config_rec_to_recipe(conf: dict, *, engine: str = "ours") -> tuple[dict, lis
         # a recipe's params apply to every step: initial_support: box would reset each later step's support
         unsupported.append(("initial_support_area", f"{list(conf['initial_support_area'])}: the first step "
                             "starts from the autocorrelation support instead"))
-    for alg in ("er", "hio", "raar") + (("sf",) if "SF" in recipe["steps"] else ()):
+    for alg in ("er", "hio", "raar") + (("sf",) if "SF" in seq else ()):
         params[alg] = dict(common)
     if "hio_beta" in conf:
         params["hio"]["beta"] = float(conf["hio_beta"])
@@ -121,11 +211,45 @@ def config_rec_to_recipe(conf: dict, *, engine: str = "ours") -> tuple[dict, lis
                             "inside the support"))
     recipe["params"] = params
     known = {"algorithm_sequence", "shrink_wrap_trigger", "shrink_wrap_threshold", "shrink_wrap_gauss_sigma",
-             "shrink_wrap_type", "initial_support_area", "hio_beta", "raar_beta", *_HANDLED_ELSEWHERE}
+             "shrink_wrap_type", "initial_support_area", "hio_beta", "raar_beta", *_HANDLED_ELSEWHERE,
+             *(_GLOBAL_TRIGGERS if explicit is not None else ())}
     for key in conf:
         if key not in known:
             unsupported.append((key, "no equivalent in er/hio/raar; import with --engine cohere to keep it"))
     return recipe, unsupported
+
+
+def _explicit(steps) -> bool:
+    """Whether *steps* is a list of er/hio/raar/sf step mappings with iteration counts (as imported)."""
+    return isinstance(steps, list) and bool(steps) and all(
+        isinstance(st, dict) and st.get("algorithm") in ("er", "hio", "raar", "sf")
+        and isinstance(st.get("iterations"), int) for st in steps)
+
+
+def _triggers_of(steps: list) -> dict:
+    """algorithm_sequence and cohere's global triggers of explicit steps (the inverse of _explicit_steps)."""
+    conf: dict = {}
+    names, g0, phc = [], 0, []
+    for st in steps:
+        n = st["iterations"]
+        pc = bool(st.get("pc_interval"))
+        names.append(f"{n}*{st['algorithm'].upper()}{'pc' if pc else ''}")
+        if pc:
+            conf["pc_interval"] = st["pc_interval"]
+            conf["pc_LUCY_kernel"] = [st.get("pc_kernel_size", 9)] * 3
+            if "pc_lucy_iterations" in st:
+                conf["pc_LUCY_iterations"] = st["pc_lucy_iterations"]
+        if st.get("twin_trigger"):
+            conf["twin_trigger"] = [g0 + st["twin_trigger"] - 1]
+            conf["twin_halves"] = list(st.get("twin_halves", [0, 0]))
+        if st.get("phc_iterations"):
+            phc.append((g0, g0 + st["phc_iterations"]))
+            conf["phc_phase_min"], conf["phc_phase_max"] = st.get("phc_min", -1.57), st.get("phc_max", 1.57)
+        g0 += n
+    conf["algorithm_sequence"] = "+".join(names)
+    if phc:
+        conf["phc_trigger"] = [phc[0][0], 1, phc[-1][1]]
+    return conf
 
 
 def recipe_to_config_rec(recipe: dict) -> dict:
@@ -135,8 +259,11 @@ def recipe_to_config_rec(recipe: dict) -> dict:
     if isinstance(steps, list) and len(steps) == 1 and isinstance(steps[0], dict) \
             and steps[0].get("algorithm") == "cohere":
         conf = {k: v for k, v in steps[0].items() if k not in ("algorithm", "processing")}
-    elif isinstance(steps, str):
-        conf["algorithm_sequence"] = steps
+    elif isinstance(steps, str) or _explicit(steps):
+        if isinstance(steps, str):
+            conf["algorithm_sequence"] = steps
+        else:
+            conf.update(_triggers_of(steps))
         p = recipe.get("params") or {}
         common = p.get("er") or p.get("hio") or {}
         if "hio" in p and "beta" in p["hio"]:
@@ -150,7 +277,8 @@ def recipe_to_config_rec(recipe: dict) -> dict:
             conf["shrink_wrap_threshold"] = common.get("shrink_wrap_threshold", 0.2)
             conf["shrink_wrap_gauss_sigma"] = common.get("shrink_wrap_sigma", 1.0)
     else:
-        raise CDIError("only a sequence string or a single cohere step can be written as a config_rec")
+        raise CDIError("only a sequence string, er/hio/raar/sf steps with iterations or a single cohere step "
+                       "can be written as a config_rec")
     if recipe.get("runs", 1) != 1:
         conf["reconstructions"] = recipe["runs"]
     return conf
