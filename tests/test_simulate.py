@@ -1,6 +1,5 @@
 """Tests for cdi_plugins.physics.simulate.simulate_crystal."""
 
-import time
 
 import numpy as np
 import pytest
@@ -197,12 +196,6 @@ def test_counts_scale_only_the_values():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(CDIError, match=match):
         simulate_crystal(**kwargs)
-
-
-def test_fast():
-    t0 = time.perf_counter()
-    simulate_crystal(64, seed=11)
-    assert time.perf_counter() - t0 < 1.0
 
 
 # --------------------------------------------------------------------------- partial coherence

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from cdi_plugins.errors import CDIError
 
-__all__ = ["Param", "ParamModel", "suggest", "support_guard_params", "check_support_guard"]
+__all__ = ["Param", "ParamModel", "suggest", "check_mapping_keys", "support_guard_params", "check_support_guard"]
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list}  # list: of numbers
 
@@ -201,6 +201,21 @@ class ParamModel:
 # --------------------------------------------------------------------------------------------
 # Parameters shared by several algorithms, declared once so that their names, bounds and
 # documentation stay the same everywhere.
+
+
+def check_mapping_keys(node, allowed, where: Callable, not_mapping: str) -> None:
+    """Raise unless *node* is a mapping whose keys are all in *allowed*.
+
+    *where(key)* gives the recipe location of a key (``None``: of the node itself); *not_mapping* is the
+    whole message when *node* is not a mapping.  An unknown key's message suggests the closest allowed one
+    and lists them all.
+    """
+    if not isinstance(node, dict):
+        raise CDIError(not_mapping, where(None))
+    for key in node:
+        if key not in allowed:
+            raise CDIError(f"unknown key '{key}'{suggest(str(key), allowed)}; allowed: {', '.join(allowed)}",
+                           where(key))
 
 def support_guard_params() -> list[Param]:
     """``support_min_fraction`` and ``support_max_fraction``: where a step with shrink-wrap stops.

@@ -54,7 +54,7 @@ import numbers
 import numpy as np
 
 from cdi_plugins.errors import CDIError
-from cdi_plugins.core.params import Param, ParamModel, suggest
+from cdi_plugins.core.params import Param, ParamModel, check_mapping_keys
 
 __all__ = ["Geometry", "GEOMETRY_KEYS", "POSTPROCESS", "validate_geometry", "postprocess", "Processed",
            "remove_phase_ramp", "centre_object", "zero_phase_at_com", "unwrap_phase", "phase_gradient",
@@ -115,12 +115,8 @@ def validate_geometry(node, where=lambda key=None: "") -> dict | None:
     """
     if node is None:
         return None
-    if not isinstance(node, dict):
-        raise CDIError("geometry must be a mapping (hkl: [1, 1, 1], lattice_constant: 4.078, ...)", where(None))
-    for key in node:
-        if key not in GEOMETRY_KEYS:
-            raise CDIError(f"unknown key '{key}'{suggest(str(key), GEOMETRY_KEYS)}; allowed: "
-                           f"{', '.join(GEOMETRY_KEYS)}", where(key))
+    check_mapping_keys(node, GEOMETRY_KEYS, where,
+                       "geometry must be a mapping (hkl: [1, 1, 1], lattice_constant: 4.078, ...)")
     for key in ("hkl", "lattice_constant"):
         if node.get(key) is None:
             raise CDIError(f"geometry needs {key} (e.g. hkl: [1, 1, 1], lattice_constant: 4.078 for gold)",

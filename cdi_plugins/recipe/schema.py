@@ -20,7 +20,7 @@ import re
 
 from cdi_plugins.compute.backend import BACKENDS, FFT_ENGINES
 from cdi_plugins.core.limits import MAX_WORKERS
-from cdi_plugins.core.params import Param, ParamModel, suggest
+from cdi_plugins.core.params import Param, ParamModel, check_mapping_keys, suggest
 from cdi_plugins.errors import CDIError
 from cdi_plugins.physics.postprocess import POSTPROCESS, validate_geometry
 from cdi_plugins.physics.prepare import PREPARE_KEYS, validate_prepare
@@ -118,12 +118,8 @@ def _typename(node) -> str:
 
 def check_keys(node, allowed, where: _Where, what: str) -> None:
     """Raise unless *node* is a mapping whose keys are all in *allowed*."""
-    if not isinstance(node, dict):
-        raise CDIError(f"{what} must be a mapping, got {_typename(node)}", where.text())
-    for k in node:
-        if k not in allowed:
-            raise CDIError(f"unknown key '{k}'{suggest(str(k), allowed)}; allowed: {', '.join(allowed)}",
-                           where.text(k))
+    check_mapping_keys(node, allowed, lambda k: where.text() if k is None else where.text(k),
+                       f"{what} must be a mapping, got {_typename(node)}")
 
 
 def check_top(doc, where: _Where, overrides) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from cdi_plugins.core.limits import MAX_GENERATIONS
-from cdi_plugins.core.params import Param, suggest
+from cdi_plugins.core.params import Param, check_mapping_keys, suggest
 from cdi_plugins.errors import CDIError
 from cdi_plugins.runs.score import SELECT
 
@@ -80,12 +80,7 @@ def validate_ga(node, where, *, runs: int, average: int, free: bool) -> dict | N
     """
     if node is None:
         return None
-    if not isinstance(node, dict):
-        raise CDIError("ga must be a mapping (generations: 3, breed: sqrt_ab, cull: [...], ...)", where(None))
-    for key in node:
-        if key not in GA_KEYS:
-            raise CDIError(f"unknown key '{key}'{suggest(str(key), GA_KEYS)}; allowed: {', '.join(GA_KEYS)}",
-                           where(key))
+    check_mapping_keys(node, GA_KEYS, where, "ga must be a mapping (generations: 3, breed: sqrt_ab, cull: [...], ...)")
     if "generations" not in node:
         raise CDIError("ga needs generations (2 or more)", where(None))
     g = _GENERATIONS.check(node["generations"], where("generations"))
