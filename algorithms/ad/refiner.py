@@ -308,9 +308,9 @@ class Refiner:
         with y.s < 1e-10 are dropped) and near Adam's eps; this makes them of order 1.
         """
         p = self.p
-        p.grad = None
         val, info = self.model.evaluate(p, self.loss_name, self.tv_weight, self.box)
-        val.backward(self.gain_t)
+        # autograd.grad hands back the gradient itself; backward() would copy it into p.grad
+        p.grad = torch.autograd.grad(val, p, self.gain_t)[0]
         if project:
             # the parameters stay zero outside the support: projecting the gradient is the
             # same as differentiating through p * S but costs one multiply instead of two
@@ -337,7 +337,9 @@ class Refiner:
             # outside the support lets the norm of the iterate drift without bound)
             proj = torch.view_as_complex(self.p.grad).mul_(-self.last["eta"] / self.gain).add_(x)
             proj.mul_(self.last["fix"])
-            x.copy_(torch.where(self.support, proj, x - self.params["feedback_beta"] * proj))
+            # x <- x - beta P(x) everywhere, then P(x) inside the support: in place, two passes
+            x.sub_(proj, alpha=self.params["feedback_beta"])
+            torch.where(self.support, proj, x, out=x)
         if self.trace.done == self.plan.n_fb:
             # end of the feedback phase: confine to the support, as ER would
             with torch.no_grad():
