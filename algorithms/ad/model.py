@@ -370,13 +370,15 @@ def _tv(x, box):
 _gauss_cache: dict = {}
 
 
-def _gaussian(shape, sigma, device):
-    """exp(-2 pi^2 sigma^2 f^2) on the rfft grid of *shape* (float32, on *device*), cached."""
-    key = (tuple(shape), float(sigma), str(device))
+def _gaussian(shape, sigma, device, full: bool = False):
+    """exp(-2 pi^2 sigma^2 f^2) on the rfft grid of *shape* (the whole FFT grid if *full*; float32, on
+    *device*), cached."""
+    key = (tuple(shape), float(sigma), str(device), full)
     k = _gauss_cache.get(key)
     if k is None:
         c = -2.0 * math.pi ** 2 * sigma ** 2
-        f = [torch.fft.fftfreq(n, device=device) for n in shape[:-1]] + [torch.fft.rfftfreq(shape[-1], device=device)]
+        last = torch.fft.fftfreq if full else torch.fft.rfftfreq
+        f = [torch.fft.fftfreq(n, device=device) for n in shape[:-1]] + [last(shape[-1], device=device)]
         k = (torch.exp(c * f[0] ** 2)[:, None, None] * torch.exp(c * f[1] ** 2)[None, :, None]
              * torch.exp(c * f[2] ** 2)[None, None, :]).to(torch.float32)
         if len(_gauss_cache) > 16:
@@ -389,7 +391,13 @@ def _shrink_wrap(x, sigma, threshold):
     """Support from the Gaussian-smoothed modulus of x (torch, any device), Fourier-space smoothing."""
     a = (x * x.conj()).real.sqrt()                           # |x|, 2x faster than x.abs() on a CPU
     if sigma > 0:
-        a = torch.fft.irfftn(torch.fft.rfftn(a) * _gaussian(a.shape, sigma, a.device), s=a.shape)
+        if a.device.type == "cpu":
+            # torch's real inverse FFT is ~4x slower than its complex one on a CPU: smooth |x| + 0i
+            z = torch.fft.fftn(a.to(torch.complex64))
+            torch.view_as_real(z).mul_(_gaussian(a.shape, sigma, a.device, full=True).unsqueeze(-1))
+            a = torch.fft.ifftn(z).real
+        else:
+            a = torch.fft.irfftn(torch.fft.rfftn(a) * _gaussian(a.shape, sigma, a.device), s=a.shape)
     return a > threshold * a.max()
 
 
