@@ -317,8 +317,10 @@ class Refiner:
         """
         p = self.p
         val, info = self.model.evaluate(p, self.loss_name, self.tv_weight, self.box)
-        # autograd.grad hands back the gradient itself; backward() would copy it into p.grad
-        p.grad = torch.autograd.grad(val, p, self.gain_t)[0]
+        # autograd.grad hands back the gradient itself (backward() would copy it into p.grad); the
+        # gain multiplies the output rather than seeding the pass: an explicit seed makes torch
+        # import sympy (~0.3 s) on its first use to check its shape
+        p.grad = torch.autograd.grad(val * self.gain_t, p)[0]
         if project:
             # the parameters stay zero outside the support: projecting the gradient is the
             # same as differentiating through p * S but costs one multiply instead of two
