@@ -1,7 +1,7 @@
 """Where the ``nn`` step's time goes at 64^3: preparation, the network, resampling back, chi^2.
 
 Times each part of the step on held-out simulated crystals in one warm process, as the step runs them
-(``cdi_plugins.algorithms.nn.plugin.predict`` and the step's chi^2), next to the bare prediction that
+(``cdi_plugins.algorithms.nn.plugin.predict`` and the step's chi^2, ``guess_chi2``), next to the bare prediction that
 ``cdi nn-bench`` times (the same model on a random input), and a whole ``cdi_plugins.run`` of the step.
 Medians of this process's CPU time (``time.process_time``), which a busy machine disturbs much less than
 wall-clock time; the step's wall-clock time is printed too.  One torch thread by default, as a recipe
@@ -34,7 +34,6 @@ def main(argv=None) -> int:
     import cdi_plugins
     from cdi_plugins.algorithms.nn import mapping, plugin
     from cdi_plugins.compute.fourier import oversampling
-    from cdi_plugins.compute.metrics import chi2
     from cdi_plugins.physics.simulate import simulate_crystal
 
     torch.set_num_threads(args.threads)
@@ -67,7 +66,7 @@ def main(argv=None) -> int:
                 clock("bare prediction (cdi nn-bench)", lambda: model(bare_x))
             obj32 = (a[0].numpy() * np.exp(1j * p[0].numpy())).astype(np.complex64)
             obj = clock("network grid -> data grid", lambda: mapping.from_network(obj32, d.shape, c))
-            clock("chi^2 of the guess", lambda: chi2(obj, d, mask))
+            clock("chi^2 of the guess", lambda: plugin.guess_chi2(obj, d, mask))
             clock("predict()", lambda: plugin.predict(d, mask, weights=args.weights, device="cpu",
                                                       threads=args.threads))
             c0 = time.process_time()

@@ -61,6 +61,62 @@ def test_masked_and_invalid_pixels_count_as_zero(demo):
         assert all(math.isnan(v) for v in oversampling(np.zeros((8, 8, 8)), preset=preset))
 
 
+def _oversampling_by_the_book(intensity, mask=None, *, threshold, sigma, region, width_offset, dtype, decimals):
+    """The estimate computed the plain way (the full complex autocorrelation, shifted; ndimage's Gaussian
+    filter and labelling), as it was before it moved to the Hermitian half grid."""
+    import scipy.fft
+    from scipy import ndimage
+    a = np.array(intensity, dtype=dtype)
+    if mask is not None:
+        a[mask] = 0
+    a = np.where(np.isfinite(a), np.maximum(a, 0), 0).astype(dtype)
+    ac = np.abs(scipy.fft.fftshift(scipy.fft.ifftn(scipy.fft.ifftshift(a))))
+    if sigma:
+        ac = ndimage.gaussian_filter(ac, sigma, mode="wrap")
+    above = ac > threshold * ac.max()
+    if region == "central":
+        labels, _ = ndimage.label(above)
+        above = labels == labels[tuple(n // 2 for n in a.shape)]
+    out = []
+    for axis, n in enumerate(a.shape):
+        idx = np.flatnonzero(above.any(axis=tuple(j for j in range(a.ndim) if j != axis)))
+        os_ = 2.0 * n / (idx[-1] - idx[0] + 1 + width_offset)
+        out.append(round(os_, decimals) if decimals is not None else float(os_))
+    return tuple(out)
+
+
+def test_the_half_grid_estimate_gives_the_plain_computations_figures():
+    # odd and even axes, masks, both presets, and sigmas whose kernel wraps round a short axis
+    cases = [(simulate_crystal(n, seed=s, counts=1e8)["intensity"], None) for n, s in ((64, 3), (48, 7), (40, 11))]
+    s = atomistic_crystal([5, 0], shape=64)
+    cases.append((s["intensity"], s["mask"]))
+    obj = np.zeros((15, 12, 9))
+    obj[5:10, 4:8, 3:6] = np.random.default_rng(2).random((5, 4, 3))
+    cases.append((np.abs(np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(obj)))) ** 2, None))
+    for inten, mask in cases:
+        for preset, cfg in OVERSAMPLING_PRESETS.items():
+            assert oversampling(inten, mask, preset=preset) == _oversampling_by_the_book(inten, mask, **cfg), preset
+        cfg = dict(OVERSAMPLING_PRESETS["smoothed"], sigma=2.5, threshold=0.3)
+        assert oversampling(inten, mask, preset="smoothed", sigma=2.5, threshold=0.3) == \
+            _oversampling_by_the_book(inten, mask, **cfg)
+
+
+def test_the_half_grid_gaussian_is_ndimages_on_the_full_grid():
+    from scipy import ndimage
+
+    from cdi_plugins.compute.fourier import _autocorrelation_half, _full_from_half, _gaussian_wrap_half
+    rng = np.random.default_rng(3)
+    for shape in ((64, 64, 64), (9, 10, 7), (5, 6, 4), (16, 12, 11)):
+        a = rng.random(shape).astype(np.float32)
+        half = _autocorrelation_half(a)
+        full = np.abs(np.fft.fftn(a)).astype(np.float32)
+        np.testing.assert_allclose(_full_from_half(half, shape), full, rtol=1e-5, atol=1e-5 * full.max())
+        for sigma in (1.0, 2.0):
+            ref = ndimage.gaussian_filter(full, sigma, mode="wrap")
+            np.testing.assert_allclose(_gaussian_wrap_half(half, sigma, shape), ref[..., :half.shape[-1]],
+                                       rtol=1e-5, atol=1e-6 * ref.max())
+
+
 def test_unknown_presets_and_settings_are_named():
     inten = box_pattern(16, (4, 4, 4))
     with pytest.raises(CDIError, match="unknown oversampling preset 'report'; known: blob, smoothed"):

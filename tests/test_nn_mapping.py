@@ -39,3 +39,29 @@ def test_masked_pixels_never_reach_the_network_and_a_given_oversampling_is_used(
     assert os_ == (3.0, 4.0, 5.0) and c == round(32 * 3.0 / 2.5)
     back = from_network(np.ones((32, 32, 32), np.complex64), (64, 48, 40), c)
     assert back.shape == (64, 48, 40) and back.dtype == np.complex64
+
+
+def test_the_network_grid_is_map_coordinates_trilinear_interpolation():
+    # the separable interpolation gives what scipy's map_coordinates(order=1, mode="constant") gave,
+    # including crops whose grid starts half a pixel before the first one or ends beyond the last
+    import scipy.ndimage
+
+    from cdi_plugins.algorithms.nn.mapping import _linear_resample
+    rng = np.random.default_rng(0)
+    for c in (20, 31, 32, 43, 50, 70):
+        a = rng.random((c, c, c)).astype(np.float32)
+        coords = np.meshgrid(*[c // 2 + (np.arange(32) - 16) * (c / 32)] * 3, indexing="ij")
+        ref = scipy.ndimage.map_coordinates(a, coords, order=1, mode="constant", cval=0.0)
+        np.testing.assert_allclose(_linear_resample(a, 32), ref, atol=1e-6)
+
+
+def test_the_prediction_comes_back_by_fourier_resampling():
+    from cdi_plugins.compute.fourier import crop_pad, fourier_resample
+    rng = np.random.default_rng(1)
+    obj = (rng.normal(size=(32,) * 3) + 1j * rng.normal(size=(32,) * 3)).astype(np.complex64)
+    for shape, c in (((64, 64, 64), 43), ((64, 48, 40), 20), ((64, 64, 64), 70)):
+        m = tuple(round(32 * n / c) for n in shape)
+        ref = crop_pad(fourier_resample(obj, m), shape)
+        back = from_network(obj, shape, c)
+        assert back.dtype == np.complex64
+        np.testing.assert_allclose(back, ref, atol=2e-6 * np.abs(ref).max())

@@ -111,3 +111,19 @@ def test_a_misspelt_weights_name_is_refused_when_the_recipe_is_read(tmp_path):
                                        r"\(built-in: au32_w025, au32_w025_ft"):
         from cdi_plugins.recipe import load_recipe
         load_recipe(str(recipe))
+
+
+def test_the_steps_chi2_is_the_frameworks():
+    from cdi_plugins.algorithms.nn.plugin import guess_chi2
+    from cdi_plugins.compute.metrics import chi2
+    from cdi_plugins.physics.simulate import simulate_crystal
+    s = simulate_crystal(48, seed=4, counts=1e7)
+    rng = np.random.default_rng(0)
+    guess = (s["truth"] * (1 + 0.2 * rng.normal(size=s["truth"].shape))).astype(np.complex64)
+    mask = np.zeros(s["intensity"].shape, bool)
+    mask[20:23] = True
+    for m in (None, mask, np.zeros_like(mask)):
+        assert guess_chi2(guess, s["intensity"], m) == pytest.approx(chi2(guess, s["intensity"], m), rel=1e-5)
+    assert guess_chi2(guess, s["intensity"], mask) != pytest.approx(chi2(guess, s["intensity"]), rel=1e-3)
+    with pytest.raises(CDIError, match="sums to zero"):
+        guess_chi2(guess, np.zeros_like(s["intensity"]))

@@ -195,9 +195,11 @@ class _GD(Optimizer):
     def step(self, scale):
         """Move by ``-lr * scale`` times the gradient in ``p.grad``, plus momentum."""
         with self.torch.no_grad():
-            g = self.p.grad.mul_(scale * -float(self.param_groups[0]["lr"]))
-            self.v.mul_(self.mu).add_(g)
-            self.p.add_(g).add_(self.v, alpha=self.mu)
+            # the step g = k * grad, never stored
+            k = self.torch.as_tensor(scale * -float(self.param_groups[0]["lr"]), dtype=self.p.dtype,
+                                     device=self.p.device)
+            self.v.mul_(self.mu).addcmul_(self.p.grad, k)
+            self.p.addcmul_(self.p.grad, k).add_(self.v, alpha=self.mu)
 
 
 #: The optimisers by name, in the order the ``optimizer`` parameter lists them.

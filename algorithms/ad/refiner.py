@@ -164,7 +164,8 @@ class _Schedule:
 
 
 class _Trace:
-    """What the run records per iteration, kept in preallocated tensors on the device.
+    """What the run records per iteration: the device's 0-d tensors, in lists (copying each into a
+    preallocated tensor costs two more operations per value), stacked when the host reads them.
 
     ``done`` counts evaluations; L-BFGS's last line search may run past ``n``, whose
     evaluations are not recorded.  ``support`` maps an iteration index to the support fraction
@@ -173,28 +174,35 @@ class _Trace:
 
     def __init__(self, n: int, device, free: bool):
         self.n, self.done = n, 0
-        self.chi = torch.zeros(n, dtype=torch.float32, device=device)
-        self.loss = torch.zeros(n, dtype=torch.float32, device=device)
-        self.chi_free = torch.zeros(n, dtype=torch.float32, device=device) if free else None
+        self.chi: list = []
+        self.loss: list = []
+        self.chi_free: list | None = [] if free else None
         self.support: dict[int, float] = {}
 
     def add(self, loss, info) -> None:
         if self.done < self.n:
-            self.loss[self.done] = loss
-            self.chi[self.done] = info["chi"]
+            self.loss.append(loss)
+            self.chi.append(info["chi"])
             if self.chi_free is not None:
-                self.chi_free[self.done] = info["chi_free"]
+                self.chi_free.append(info["chi_free"])
         self.done += 1
+
+    @staticmethod
+    def _host(values, i0: int, i1: int) -> np.ndarray:
+        """Values [i0, i1) on the host (float64)."""
+        if i1 <= i0:
+            return np.zeros(0)
+        return torch.stack(values[i0:i1]).double().cpu().numpy()
 
     def losses(self, i0: int, i1: int):
         """The losses of iterations [i0, i1) on the host (float64)."""
-        return self.loss[i0:i1].double().cpu().numpy()
+        return self._host(self.loss, i0, i1)
 
     def records(self, step: int, name: str, coarse: tuple, n_coarse: int) -> list[dict]:
         """The history records of the iterations done (the first *n_coarse* on the *coarse* grid)."""
         n_done = min(self.done, self.n)
-        lh, ch = self.losses(0, n_done), self.chi[:n_done].double().cpu().numpy()
-        cfh = None if self.chi_free is None else self.chi_free[:n_done].double().cpu().numpy()
+        lh, ch = self.losses(0, n_done), self._host(self.chi, 0, n_done)
+        cfh = None if self.chi_free is None else self._host(self.chi_free, 0, n_done)
         out = []
         for it in range(n_done):
             rec = {"step": step, "algorithm": name, "iteration": it + 1, "chi2": float(ch[it]),
@@ -308,9 +316,11 @@ class Refiner:
         with y.s < 1e-10 are dropped) and near Adam's eps; this makes them of order 1.
         """
         p = self.p
-        p.grad = None
         val, info = self.model.evaluate(p, self.loss_name, self.tv_weight, self.box)
-        val.backward(self.gain_t)
+        # autograd.grad hands back the gradient itself (backward() would copy it into p.grad); the
+        # gain multiplies the output rather than seeding the pass: an explicit seed makes torch
+        # import sympy (~0.3 s) on its first use to check its shape
+        p.grad = torch.autograd.grad(val * self.gain_t, p)[0]
         if project:
             # the parameters stay zero outside the support: projecting the gradient is the
             # same as differentiating through p * S but costs one multiply instead of two
@@ -337,7 +347,9 @@ class Refiner:
             # outside the support lets the norm of the iterate drift without bound)
             proj = torch.view_as_complex(self.p.grad).mul_(-self.last["eta"] / self.gain).add_(x)
             proj.mul_(self.last["fix"])
-            x.copy_(torch.where(self.support, proj, x - self.params["feedback_beta"] * proj))
+            # x <- x - beta P(x) everywhere, then P(x) inside the support: in place, two passes
+            x.sub_(proj, alpha=self.params["feedback_beta"])
+            torch.where(self.support, proj, x, out=x)
         if self.trace.done == self.plan.n_fb:
             # end of the feedback phase: confine to the support, as ER would
             with torch.no_grad():

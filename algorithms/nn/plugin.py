@@ -139,9 +139,9 @@ def _predict(intensity, mask, weights, device, oversampling, target_oversampling
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
     t_back = time.perf_counter()
-    amp = a[0].cpu().numpy().astype(np.float32)
-    phase = p[0].cpu().numpy().astype(np.float32)
-    obj32 = (amp * np.exp(1j * phase)).astype(np.complex64)
+    a, p = a[0].cpu().float(), p[0].cpu().float()
+    amp, phase = a.numpy(), p.numpy()
+    obj32 = torch.polar(a, p).numpy()                      # amp e^{i phase}, complex64
     obj = from_network(obj32, inten.shape, c)
     timings = {"prepare": t0 - t_start, "network": dt, "resample": time.perf_counter() - t_back}
     return {"obj": obj, "amplitude": amp, "phase": phase, "input": x, "crop": c, "oversampling": os_,
@@ -157,11 +157,29 @@ def _threads(params, problem, backend):
     return getattr(backend, "threads", None)
 
 
+def guess_chi2(obj, intensity, mask=None) -> float:
+    """:func:`cdi_plugins.compute.metrics.chi2` of the step's guess, on torch's FFT (several times faster
+    than SciPy's on one thread), with no shifts: they change only the phase of the far field, and
+    the pattern is moved into the FFT's order instead.  Equal to it up to float32 rounding."""
+    import torch
+    f = torch.fft.fftn(torch.from_numpy(np.ascontiguousarray(obj, dtype=np.complex64))).numpy()
+    fabs = np.abs(f)
+    amp = np.sqrt(np.maximum(np.fft.ifftshift(np.asarray(intensity, dtype=np.float32)), 0.0))
+    if mask is not None and np.any(mask):
+        measured = ~np.fft.ifftshift(np.asarray(mask, dtype=bool))
+        amp, fabs = amp[measured], fabs[measured]
+    denom = float(np.sum(amp * amp, dtype=np.float64))
+    if not denom > 0.0:
+        raise CDIError("the measured intensity sums to zero; chi^2 is undefined")
+    fabs -= amp
+    return float(np.sum(fabs * fabs, dtype=np.float64) / denom)
+
+
 def run_nn(problem, state, params, ctx):
-    from cdi_plugins.compute.metrics import chi2
+    threads = _threads(params, problem, ctx.backend)
     pred = predict(problem.intensity, problem.mask, weights=params["weights"], device=params["device"],
                    oversampling=params["oversampling"], target_oversampling=params["target_oversampling"],
-                   threads=_threads(params, problem, ctx.backend))
+                   threads=threads)
     obj = pred["obj"]
     amp = np.abs(obj)
     if not np.isfinite(obj).all() or amp.max() <= 0:
@@ -174,7 +192,8 @@ def run_nn(problem, state, params, ctx):
     own = float(np.sum(amp.astype(np.float64) ** 2)) * obj.size
     if own > 0:
         obj = (obj * np.float32(math.sqrt(energy / own))).astype(np.complex64)
-    c2 = chi2(obj, problem.intensity, problem.mask)
+    with torch_threads(threads):
+        c2 = guess_chi2(obj, problem.intensity, problem.mask)
     ctx.logger.info("nn: oversampling (smoothed autocorrelation) %s -> crop %d -> %d^3 at %.2f, "
                     "network %.1f ms",
                     ", ".join(f"{o:.2f}" for o in pred["oversampling"]), pred["crop"], pred["input"].shape[0],
