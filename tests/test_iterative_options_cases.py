@@ -37,7 +37,7 @@ def _refined(seed, k):
 def test_sf_refines_a_roughly_phased_start_further_than_er():
     # start: the truth's amplitude, phase off by a smooth random field of 0.8 rad rms, on the dilated true
     # support; 200 ER + 50 ER against 200 SF + 50 ER from that start, noise-free data, crystals 0-7 with two
-    # starts each.  Measured: mean error ER 0.072, SF 0.051 (ratio 0.71), SF lower on 12 of 16
+    # starts each.  Measured: mean error ER 0.072, SF 0.051 (ratio of the means 0.71), SF lower on 12 of 16
     er, sf = np.array([_refined(s, k) for s in SEEDS for k in range(STARTS)]).T
     assert sf.mean() <= 0.85 * er.mean(), (sf, er)
     assert (sf < er).sum() >= 10, (sf, er)
