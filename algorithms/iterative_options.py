@@ -5,7 +5,9 @@
   detector pixels), which is re-estimated by Richardson-Lucy every N iterations (cohere's 'pc',
   PyNX's psf);
 * low-pass data filter (``lowpass_iterations``): the measured amplitudes are multiplied by a Gaussian
-  window whose width ramps from a fraction of the pattern to all of it (cohere's lowpass filter);
+  window whose width ramps from a fraction of the pattern to all of it (cohere 2.x's resolution trigger,
+  whose fraction is of the whole array: its 0.7 is our 1.4; today's cohere blurs the data instead).  No
+  simulated case was found where it helps (benchmarks/options_study.py --part lowpass, README);
 * phase constraint (``phc_iterations``): in the early iterations a point inside the support whose phase
   lies outside [phc_min, phc_max] is treated as outside the support (cohere's phc);
 * twin removal (``twin_trigger``): after N iterations the object is centred and all but one half of the
