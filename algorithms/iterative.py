@@ -207,15 +207,17 @@ class _Loop:
             self.chi_free[it] = self.xp.vdot(diff, diff)
         return F
 
-    def project(self, F, it):
-        """Modulus projection in place on F; chi^2 recorded."""
+    def project(self, F, it=None):
+        """Modulus projection in place on F; chi^2 recorded as iteration *it* (None: not recorded)."""
         if self.opts.active:
-            self.chi[it] = self.opts.project(self.work, F)
-            if self.opts.scale != 1.0:
+            chi = self.opts.project(self.work, F)
+            if it is not None and self.opts.scale != 1.0:
                 self.chi_scale[it] = self.opts.scale
         else:
             dd = self.dd
-            self.chi[it] = project_modulus(self.work, F, dd.d, dd.dN, dd.inv_n, dd.unc_idx)
+            chi = project_modulus(self.work, F, dd.d, dd.dN, dd.inv_n, dd.unc_idx)
+        if it is not None:
+            self.chi[it] = chi
 
     def iterate(self, it):
         """One iteration; returns the array the support is updated from."""
@@ -318,32 +320,22 @@ class _DifferenceMapLoop(_Loop):
         xp, ws = self.xp, self.ws
         x = ws.x
         b, c = self.beta, xp.complex64
-        pm = ws.backward(self.project_forward(it))
+        F = self.forward(it)
+        self.project(F, it)
+        pm = ws.backward(F)
         inside = self.opts.inside(pm, self.s, self.inside, it) if self.opts.active else self.inside
         f_m = pm * c(1.0 + 1.0 / b) - x * c(1.0 / b)            # f_M(x) = (1 + 1/b) P_M x - x / b
         x_old = x.copy()
         x *= c(1.0 / b)                                          # f_S(x): x in S, x / b outside
         x.reshape(-1)[inside] = x_old.reshape(-1)[inside]
         F = ws.forward()
-        self.project_only(F)
+        self.project(F)
         ps = ws.backward(F)                                      # P_M f_S(x): the solution estimate
         xp.multiply(ps, c(-b), out=x)
         x += x_old                                               # x + b (P_S f_M(x) - P_M f_S(x))
         x.reshape(-1)[inside] += c(b) * f_m.reshape(-1)[inside]
         self.solution = ps
         return ps
-
-    def project_forward(self, it):
-        F = self.forward(it)
-        self.project(F, it)
-        return F
-
-    def project_only(self, F):
-        if self.opts.active:
-            self.opts.project(self.work, F)
-        else:
-            dd = self.dd
-            project_modulus(self.work, F, dd.d, dd.dN, dd.inv_n, dd.unc_idx)
 
     def estimate(self):
         return self.ws.x if self.solution is None else self.solution

@@ -75,14 +75,19 @@ def _cupy_status() -> tuple[bool, str]:
     return True, "ok"
 
 
-def _have_pyfftw() -> bool:
-    # find_spec, not import: importing pyFFTW imports scipy.fftpack (~0.3 s), which `cdi validate` never needs;
-    # an installed pyFFTW that fails to import is reported when the first plan is made (_import_pyfftw)
+def _installed(module: str) -> bool:
+    """Whether *module* is installed, found without importing it (importing pyFFTW imports scipy.fftpack,
+    ~0.3 s, numba ~0.5 s: `cdi validate` and small runs never need them)."""
     import importlib.util
     try:
-        return importlib.util.find_spec("pyfftw") is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def _have_pyfftw() -> bool:
+    # an installed pyFFTW that fails to import is reported when the first plan is made (_import_pyfftw)
+    return _installed("pyfftw")
 
 
 # FFTW's threads in the pyFFTW wheels are OpenMP threads of the wheel's own libgomp, which by default spins

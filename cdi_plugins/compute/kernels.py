@@ -164,18 +164,11 @@ def kernel_impl(xp, requested: str = "auto", size: int | None = None) -> str:
             from cdi_plugins.errors import CDIError
             raise CDIError(f"kernel implementation 'numba' asked for but {_numba_error}")
         return "numba"
-    if requested == "auto" and (size is None or size >= NUMBA_MIN_SIZE) and _numba_installed():
-        if _numba_kernels() is not None:
+    if requested == "auto" and (size is None or size >= NUMBA_MIN_SIZE):
+        from cdi_plugins.compute.backend import _installed
+        if _installed("numba") and _numba_kernels() is not None:
             return "numba"
     return "numpy"
-
-
-def _numba_installed() -> bool:
-    import importlib.util
-    try:
-        return importlib.util.find_spec("numba") is not None
-    except (ImportError, ValueError):
-        return False
 
 
 class KernelWork:

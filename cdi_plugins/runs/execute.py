@@ -56,11 +56,9 @@ class RunOutcome:
 
 
 def available_cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
+    """CPU cores this process may use (the backend's count: CPU affinity and container limits respected)."""
+    from cdi_plugins.compute.backend import default_threads
+    return default_threads()
 
 
 def _inside_a_worker() -> bool:

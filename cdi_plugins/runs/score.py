@@ -47,8 +47,9 @@ def free_llk(obj, intensity, free, *, threads: int = 1) -> float:
         raise CDIError("the free log-likelihood needs free pixels (data.free_fraction > 0)")
     o = np.asarray(obj).astype(np.complex64, copy=False)
     far = scipy.fft.fftn(scipy.fft.ifftshift(o), workers=threads)
-    calc = np.abs(far[np.fft.ifftshift(free)]).astype(np.float64) ** 2
-    obs = np.fft.ifftshift(np.asarray(intensity))[np.fft.ifftshift(free)].astype(np.float64)  # same order
+    free_f = np.fft.ifftshift(free)
+    calc = np.abs(far[free_f]).astype(np.float64) ** 2
+    obs = np.fft.ifftshift(np.asarray(intensity))[free_f].astype(np.float64)  # same order
     bright = obs > 0.1
     llk = calc.copy()
     c = np.maximum(calc[bright], np.finfo(np.float64).tiny)
@@ -67,8 +68,4 @@ def run_score(history: list, select: str = "auto") -> float:
     """The final value of the metric *select* in a run's *history* (lower is better; inf when missing)."""
     if not history:
         return float("inf")
-    last = history[-1]
-    if select == "auto":
-        # exactly what ranked runs before `select` existed
-        return float(last.get("chi2_free", last.get("chi2", float("inf"))))
-    return float(last.get(select, float("inf")))
+    return float(history[-1].get(metric_of(select, history), float("inf")))
