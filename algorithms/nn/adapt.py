@@ -43,7 +43,8 @@ import time
 import numpy as np
 
 from cdi_plugins.algorithms.nn.plugin import ADAPT_FROM, network_input
-from cdi_plugins.algorithms.nn.network import _torch, load_weights, save_weights, twin_invariant_loss
+from cdi_plugins.algorithms.nn.network import (_torch, load_weights, read_checkpoint, save_weights,
+                                              twin_invariant_loss)
 from cdi_plugins.errors import CDIError
 
 __all__ = ["SETTINGS", "prepare", "read_patterns", "physics_loss", "adapt", "evaluate_physics"]
@@ -240,13 +241,8 @@ def _apply(v, sym, batched: bool = True):
 
 def _read_checkpoint(path: str, device: str, fingerprint: str) -> dict:
     """The checkpoint at *path* (tensors and plain values only: ``weights_only=True``), if it is of this run."""
-    torch = _torch()
     hint = "delete it or pass --no-resume"
-    try:
-        c = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise CDIError(f"cannot read the checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); {hint}",
-                       path) from None
+    c = read_checkpoint(path, device, hint)
     if not isinstance(c, dict) or c.get("fingerprint") != fingerprint:
         raise CDIError(f"the checkpoint is of another adaptation (other weights, patterns or settings); {hint}", path)
     return c

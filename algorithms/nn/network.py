@@ -33,7 +33,8 @@ from cdi_plugins.errors import CDIError
 from cdi_plugins.io.atomic import note_input
 
 __all__ = ["CDINN", "arch_hash", "twin_invariant_loss", "save_weights", "load_weights", "WEIGHTS_FORMAT",
-           "builtin_weights", "twin_torch", "figures", "predict_batch", "resolve_device", "onednn_inference"]
+           "builtin_weights", "twin_torch", "figures", "predict_batch", "resolve_device", "onednn_inference",
+           "read_checkpoint"]
 
 WEIGHTS_FORMAT = 1
 _BASE = (32, 64, 128)
@@ -204,6 +205,17 @@ def save_weights(model, path, meta: dict) -> None:
     tmp = os.fspath(path) + ".tmp"
     torch.save({"state_dict": sd, "meta": meta}, tmp)
     os.replace(tmp, path)
+
+
+def read_checkpoint(path: str, device: str, hint: str):
+    """A training or adaptation checkpoint (tensors and plain values only: ``weights_only=True``, so reading
+    it cannot run code); one CDIError naming the file, ending with *hint*, when it cannot be read."""
+    from cdi_plugins.errors import CDIError
+    try:
+        return _torch().load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise CDIError(f"cannot read the checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); {hint}",
+                       path) from None
 
 
 def load_weights(name_or_path: str, device: str = "cpu"):

@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from cdi_plugins.algorithms.nn.mapping import OVERSAMPLING_PRESET
-from cdi_plugins.algorithms.nn.network import (CDINN, _torch, figures, load_weights, predict_batch, resolve_device,
-                                               save_weights, twin_invariant_loss)
+from cdi_plugins.algorithms.nn.network import (CDINN, _torch, figures, load_weights, predict_batch, read_checkpoint,
+                                               resolve_device, save_weights, twin_invariant_loss)
 from cdi_plugins.compute.fourier import oversampling
 from cdi_plugins.errors import CDIError
 
@@ -97,11 +97,7 @@ def train(config: dict, *, progress: bool = True, log=print) -> dict:
     ckpt = os.path.expanduser(cfg["checkpoint"] or cfg["out"] + ".ckpt")
     start, history, best = 0, [], float("inf")
     if cfg["resume"] and os.path.exists(ckpt):
-        try:
-            c = torch.load(ckpt, map_location=device, weights_only=True)
-        except Exception as e:
-            raise CDIError(f"cannot read the checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                           "delete it or set resume: false", ckpt) from None
+        c = read_checkpoint(ckpt, device, "delete it or set resume: false")
         model.load_state_dict(c["model"])
         opt.load_state_dict(c["opt"])
         sched.load_state_dict(c["sched"])
