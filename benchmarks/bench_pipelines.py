@@ -16,7 +16,8 @@ The first recipe given with --baseline (default configs/classic_iterative.yaml,
 cohere's "3*(20*ER+180*HIO)+20*ER") is the reference.  Every recipe first runs
 once on an extra crystal that is not counted (imports, FFTW plans, the
 network's weights: costs a long-running session pays once).  Medians, because
-this machine is shared and noisy.
+this machine is shared and noisy.  ``--threads`` (default 1) is applied as a batch worker applies it:
+the recipes' ``threads`` and OMP/MKL/OPENBLAS_NUM_THREADS.
 
 --source blob (default): cdi_plugins.physics.simulate's faceted crystals, the data of
 the recipes' own ``data.simulate``; --source atomistic: the atomistic gold
@@ -68,6 +69,11 @@ def main(argv=None) -> int:
     ap.add_argument("--counts", type=float, default=1e8)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    # as a batch worker of that many threads runs (cdi_plugins.batch.worker): OpenMP, MKL and OpenBLAS limited
+    # before they load.  Without it the error metric's BLAS calls (np.vdot) between two timed runs leave
+    # OpenBLAS's second thread spinning (~0.1 s) on the core the next run is timed on.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(args.threads))
 
     # torch is imported by the first step that needs it (nn, ad), so only the first such recipe's warm-up
     # would pay for it: it is timed here, first, and added to the first call of every recipe that uses it

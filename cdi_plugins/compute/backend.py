@@ -5,16 +5,22 @@ Iterative kernels are written once against ``backend.xp`` (the ``numpy`` or
 GPU.  The hot loop reaches the FFT only through a :class:`Workspace`, which owns
 the buffers and the (reused) FFT plans for one array shape:
 
-* NumPy + pyFFTW (default on the CPU when installed): FFTW plans made once per
-  shape, an out-of-place forward transform into an aligned work buffer and an
-  in-place unnormalised inverse.  Plans are made with ``FFTW_ESTIMATE`` by
-  default: chosen without timing anything, so a run gives the same bits in
-  every process on one machine (for one thread count) whatever its load.
-  ``FFTW_MEASURE`` (``CDI_PLUGINS_FFTW_PLANNER=FFTW_MEASURE``) picks plans by
-  timing them, caches them as wisdom on disk, and gives up that guarantee.
+* NumPy + torch.fft (the hot loop of ``fft: auto`` above 64^3): PyTorch's MKL
+  FFT on NumPy views of torch tensors, an out-of-place forward transform into
+  the work buffer and an in-place unnormalised inverse; 1.6-3.5x faster than
+  FFTW's rule-made plans here, and deterministic (same bits in every process on
+  one machine for one thread count, whatever its load).  Importing torch costs
+  ~1.5 s, which smaller arrays do not earn back in one run (see TORCH_LOOP).
+* NumPy + pyFFTW (default on the CPU when installed, and the hot loop up to
+  64^3): FFTW plans made once per shape, an out-of-place forward transform into
+  an aligned work buffer and an in-place unnormalised inverse.  Plans are made
+  with ``FFTW_ESTIMATE`` by default: chosen without timing anything, so a run
+  gives the same bits in every process on one machine (for one thread count)
+  whatever its load.  ``FFTW_MEASURE`` (``CDI_PLUGINS_FFTW_PLANNER=FFTW_MEASURE``)
+  picks plans by timing them, caches them as wisdom on disk, and gives up that
+  guarantee (the hot loop then stays on pyFFTW at every size).
 * NumPy + scipy.fft: multi-threaded pocketfft, the fallback without pyFFTW
   (deterministic, and the same bits for any thread count).
-* NumPy + scipy.fft: multi-threaded pocketfft, the fallback without pyFFTW.
 * CuPy: cuFFT through ``cupyx.scipy.fft`` (CuPy caches the plans).
 
 ``numpy.fft`` is never used: it is 2-10x slower than any of these.
@@ -35,18 +41,20 @@ import numpy as np
 from cdi_plugins.errors import CDIError
 
 __all__ = ["Backend", "Workspace", "get_backend", "available_backends", "fft_engines", "default_threads",
-           "default_planner"]
+           "default_planner", "import_torch", "torch_threads"]
 
 log = logging.getLogger("cdi_plugins.backend")
 
 BACKENDS = ("auto", "numpy", "cupy")
-FFT_ENGINES = ("auto", "pyfftw", "scipy", "cupy")
+FFT_ENGINES = ("auto", "pyfftw", "scipy", "torch", "cupy")
 PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
 DETERMINISTIC_PLANNER = "FFTW_ESTIMATE"
-# From this many elements FFTW's rule-made (FFTW_ESTIMATE) 3-D plans are slow (256^3: 698 ms a pair against
-# scipy.fft's 308 ms, both on 2 threads; 128^3: 13 ms against 43 ms): with fft: auto and the deterministic
-# planner the hot loop uses scipy.fft there, which is deterministic too (benchmarks/bench_iteration.py)
-LARGE_ESTIMATE = 256 ** 3
+# Above this many elements the hot loop of fft: auto runs on torch.fft (PyTorch's MKL FFT), which is
+# deterministic too and 1.6-3.5x faster than FFTW's rule-made (FFTW_ESTIMATE) plans on our 2-core machine
+# (FFT pair at 128^3: 5.3-8.8 ms against 10-13 ms; 256^3: 131 against 455 ms).  Importing torch costs
+# ~1.5 s, which a 620-iteration run earns back from 128^3 on but not at 64^3 (1.0 against 1.8 ms a pair:
+# ~0.5 s saved), so smaller arrays stay on pyFFTW (benchmarks/bench_iteration.py, bench_recipe.py)
+TORCH_LOOP = 64 ** 3
 SMALL_FFT = 64 ** 3  # up to this many elements an FFT runs on one thread (see Backend.threads_for)
 
 
@@ -123,6 +131,44 @@ def _import_pyfftw():
     return pyfftw
 
 
+@functools.lru_cache(maxsize=None)
+def import_torch():
+    """PyTorch, imported the way every part of cdi-plugins should first import it.
+
+    * Its OpenMP runtime is loaded with ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set a policy, or torch
+      was imported before): by default its threads spin after every parallel region, holding the core that
+      the numba kernels between two FFTs of the hot loop need (as pyFFTW's did, see FFTW_OMP_WAIT_POLICY).
+    * Its thread count is set once, to the value it has: torch hands it to its FFT library (MKL) only when
+      it is set; left at the default, a 128^3 FFT pair on 2 threads took 46 ms against 13.5 ms once set to
+      the same 2 (2-core machine).
+    """
+    saved = os.environ.get("OMP_WAIT_POLICY")
+    if saved is None and "torch" not in sys.modules:
+        os.environ["OMP_WAIT_POLICY"] = FFTW_OMP_WAIT_POLICY
+    try:
+        import torch
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+    torch.set_num_threads(torch.get_num_threads())
+    return torch
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with torch's CPU threads set to *n* (None: as they are); torch's setting is process-wide
+    and is restored afterwards.  Yields the torch module."""
+    torch = import_torch()
+    before = torch.get_num_threads()
+    if n and int(n) != before:
+        torch.set_num_threads(int(n))
+    try:
+        yield torch
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def available_backends() -> dict[str, str]:
     """Map each concrete backend to ``"ok"`` or the reason it cannot be used."""
     ok, why = _cupy_status()
@@ -135,6 +181,7 @@ def fft_engines() -> dict[str, str]:
     return {
         "pyfftw": "ok" if _have_pyfftw() else "pyFFTW is not installed; pip install 'cdi-plugins[fast]'",
         "scipy": "ok",
+        "torch": "ok" if _installed("torch") else "PyTorch is not installed",
         "cupy": "ok" if ok else why,
     }
 
@@ -239,7 +286,14 @@ class Workspace:
         xp = backend.xp
         self.engine = eng = backend.loop_engine(self.size)
         self._real = None   # pyFFTW real-FFT buffers and plans of smooth_abs(), made on first use
-        if eng == "pyfftw":
+        if eng == "torch":
+            torch = import_torch()
+            # NumPy views of torch tensors (shared memory): the kernels see arrays, torch.fft fills them
+            self._xt = torch.zeros(shape, dtype=torch.complex64)
+            self._wt = torch.empty(shape, dtype=torch.complex64)
+            self.x, self._w = self._xt.numpy(), self._wt.numpy()
+            self._tthreads = backend.threads_for(self.size)
+        elif eng == "pyfftw":
             pyfftw = _import_pyfftw()
             self.x = pyfftw.empty_aligned(shape, dtype="complex64")
             self._w = pyfftw.empty_aligned(shape, dtype="complex64")
@@ -278,11 +332,18 @@ class Workspace:
         return plans
 
     def smooth_abs(self, a, kernel):
-        """``size * irfftn(rfftn(|a|) * kernel)`` in float32 with pyFFTW real plans of this shape (pyFFTW
-        engine only), for shrink-wrap in the hot loop: scipy.fft's real transforms cost twice FFTW's here.
+        """``size * irfftn(rfftn(|a|) * kernel)`` in float32 with this workspace's engine (pyFFTW real plans,
+        or torch.fft), for shrink-wrap in the hot loop: scipy.fft's real transforms cost twice FFTW's here.
         *a* is real or complex of the workspace's shape, *kernel* a float32 array on the rfft grid.
         Unnormalised (pyFFTW's own 1/N pass costs as much as the transform): a threshold relative to
-        the maximum does not need it.  Returns a buffer that the next call overwrites."""
+        the maximum does not need it.  Returns a buffer that the next call overwrites (pyFFTW) or a new
+        array (torch)."""
+        if self.engine == "torch":
+            with torch_threads(self._tthreads) as torch:
+                r = torch.from_numpy(np.abs(a))
+                spec = torch.fft.rfftn(r)
+                spec *= torch.from_numpy(kernel)
+                return torch.fft.irfftn(spec, s=self.shape, norm="forward").numpy()
         if self._real is None:
             pyfftw = _import_pyfftw()
             r = pyfftw.empty_aligned(self.shape, dtype="float32")
@@ -302,10 +363,20 @@ class Workspace:
         if self.engine == "pyfftw":
             self._fwd()
             return self._w
+        if self.engine == "torch":
+            with torch_threads(self._tthreads) as torch:
+                torch.fft.fftn(self._xt, out=self._wt)
+            return self._w
         return b.fftn(self.x)
 
     def backward(self, buf):
         b = self.backend
+        if self.engine == "torch":
+            if buf is not self._w:
+                self._w[...] = buf
+            with torch_threads(self._tthreads) as torch:
+                torch.fft.ifftn(self._wt, norm="forward", out=self._wt)    # "forward": the inverse unscaled
+            return self._w
         if self.engine == "pyfftw":
             if buf is not self._w:
                 self._w[...] = buf
@@ -320,7 +391,7 @@ class Backend:
     Parameters
     ----------
     name : {"numpy", "cupy"}
-    fft : {"auto", "pyfftw", "scipy", "cupy"}
+    fft : {"auto", "pyfftw", "scipy", "torch", "cupy"}
     threads : int, optional
         FFT threads on the CPU (default: every core this process may use).
     planner_effort : str
@@ -393,10 +464,10 @@ class Backend:
 
     def loop_engine(self, size: int) -> str:
         """The FFT engine of the hot loop for arrays of *size* elements: ``fft_engine``, except that with
-        ``fft: auto`` and the deterministic planner arrays from 256^3 use scipy.fft (see LARGE_ESTIMATE)."""
-        if (self.fft_engine == "pyfftw" and self.fft_requested == "auto" and size >= LARGE_ESTIMATE
-                and self.planner_effort == DETERMINISTIC_PLANNER):
-            return "scipy"
+        ``fft: auto`` and the deterministic planner arrays larger than 64^3 use torch.fft (see TORCH_LOOP)."""
+        if (self.name == "numpy" and self.fft_requested == "auto" and size > TORCH_LOOP
+                and self.planner_effort == DETERMINISTIC_PLANNER and _installed("torch")):
+            return "torch"
         return self.fft_engine
 
     def workspace(self, shape) -> Workspace:

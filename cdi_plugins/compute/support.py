@@ -53,13 +53,13 @@ def smooth(backend, a, sigma: float):
 def shrink_wrap(backend, obj, sigma: float, threshold: float):
     """New support: Gaussian-smoothed |obj| above *threshold* times its maximum.
 
-    Where the backend's hot loop already holds pyFFTW plans for this shape (a :class:`Workspace`), the
-    smoothing uses that workspace's real plans (:meth:`Workspace.smooth_abs`): at 128^3 a shrink-wrap then
-    costs ~8 ms instead of ~20 ms through scipy.fft.
+    Where the backend's hot loop already holds a pyFFTW or torch :class:`Workspace` for this shape, the
+    smoothing uses that workspace's real transforms (:meth:`Workspace.smooth_abs`): at 128^3 a shrink-wrap
+    then costs ~8 ms instead of ~20 ms through scipy.fft.
     """
     xp = backend.xp
     ws = backend.existing_workspace(obj.shape)
-    if ws is not None and ws.engine == "pyfftw" and sigma > 0:
+    if ws is not None and ws.engine in ("pyfftw", "torch") and sigma > 0:
         s = ws.smooth_abs(obj, gaussian_kernel_rfft(backend, obj.shape, sigma))
     else:
         s = smooth(backend, xp.abs(obj), sigma)
