@@ -208,6 +208,22 @@ def test_importing_torch_leaves_the_environment_as_it_was():
     assert out.split() == ["torch", "True", "ACTIVE"]
 
 
+def test_torch_is_loaded_only_by_a_run_that_loops_on_it():
+    """The framework's one torch import (the hot loop's FFT engine above 64^3) happens inside such a run:
+    validating a recipe or a small iterative run never loads torch."""
+    import subprocess
+    import sys
+    code = ("import sys, cdi_plugins\n"
+            "from cdi_plugins.recipe import load_recipe\n"
+            "load_recipe({'data': {'simulate': {'shape': 128, 'seed': 1}}, 'steps': '2*HIO'})\n"
+            "cdi_plugins.run({'data': {'simulate': {'shape': 32, 'seed': 1}}, 'steps': '3*ER'}, write=False)\n"
+            "print('torch' in sys.modules)\n"
+            "r = cdi_plugins.run({'data': {'simulate': {'shape': 66, 'seed': 1}}, 'steps': '2*ER'}, write=False)\n"
+            "print('torch' in sys.modules, r.metadata['fft'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "torch"]
+
+
 def test_shrink_wrap_on_the_workspace_plans_matches_scipy():
     """Shrink-wrap in the hot loop runs on the workspace's pyFFTW real plans: the same support as scipy.fft's."""
     pytest.importorskip("pyfftw")

@@ -18,13 +18,13 @@ exactly as a third-party plugin would; the network is in :mod:`.network`, the gr
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
 
 import numpy as np
 
+from cdi_plugins.compute.backend import torch_threads
 from cdi_plugins.core import AlgorithmSpec, CDIError, Param, State, hookimpl
 
 DEFAULT_WEIGHTS = "au32_w025_ft2"   # au32_w025_ft fine-tuned (configs/nn_finetune2_cpu.yaml)
@@ -69,20 +69,6 @@ def _model(weights: str, device: str):
                 model = onednn_inference(model.to(memory_format=torch.channels_last_3d))
             _models[key] = (model, meta)
     return _models[key] + (dev,)
-
-
-@contextlib.contextmanager
-def torch_threads(threads):
-    """Run the block with torch's CPU thread count set to *threads* (None: leave it as it is)."""
-    import torch
-    before = torch.get_num_threads()
-    if threads and int(threads) != before:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def predict(intensity, mask=None, *, weights: str = DEFAULT_WEIGHTS, device: str = "auto",
