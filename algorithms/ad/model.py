@@ -55,7 +55,9 @@ torch.  This module imports torch: the plugin imports it only when a step runs.
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import os
 
 import numpy as np
 import torch
@@ -64,6 +66,37 @@ from cdi_plugins.core import CDIError
 from cdi_plugins.compute.support import problem_cache
 
 from cdi_plugins.algorithms.ad.plugin import LOSSES
+
+log = logging.getLogger("cdi_plugins.ad")
+
+#: The losses the CPU fast path (:meth:`_Model.evaluate_fast`) evaluates without autograd.
+FAST_LOSSES = ("amplitude", "poisson")
+_TINY32 = float(np.finfo(np.float32).tiny)
+
+
+@functools.lru_cache(maxsize=None)
+def _import_kernels():
+    """algorithms/ad/_kernels.py (numba), or None where numba cannot be imported."""
+    try:
+        from cdi_plugins.algorithms.ad import _kernels
+    except Exception as exc:  # numba not installed (the ``fast`` extra), or a broken install
+        log.debug("AD fast path unavailable (%s: %s): autograd on the CPU", exc.__class__.__name__, exc)
+        return None
+    return _kernels
+
+
+def fast_kernels(device, loss: str, tv_weight: float):
+    """The numba kernels of the CPU fast path when they apply to this run, else None (autograd).
+
+    They apply on the CPU, for the losses in :data:`FAST_LOSSES`, without total variation, where
+    numba is installed and ``CDI_PLUGINS_KERNELS`` is not ``numpy`` (the framework's switch to its
+    NumPy reference kernels turns this path off too).
+    """
+    if device.type != "cpu" or loss not in FAST_LOSSES or tv_weight:
+        return None
+    if (os.environ.get("CDI_PLUGINS_KERNELS") or "").strip().lower() == "numpy":
+        return None
+    return _import_kernels()
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,6 +295,61 @@ class _Model:
         if tv_weight:
             val = val + tv_weight * _tv(x, box if box is not None else _tv_box(x != 0, crop=False))
         return val, info
+
+    @functools.cached_property
+    def _fast_arrays(self):
+        """The fast path's NumPy arrays: ``d`` with -1 at unconstrained pixels, the free pixels' flat
+        indices (int64) and amplitudes (float32), empty without free pixels."""
+        d = self.d.cpu().numpy().reshape(-1).copy()
+        if self.w is not None:
+            d[~self.w.cpu().numpy().reshape(-1).astype(bool)] = -1.0
+        if self.free_idx is not None:
+            fi = self.free_idx.cpu().numpy().astype(np.int64)
+            dfree = self.d_free.cpu().numpy().astype(np.float32)
+        else:
+            fi, dfree = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return d, fi, dfree
+
+    def evaluate_fast(self, x, kind: str, gain: float, kernels):
+        """What :meth:`evaluate` and its backward pass give, without autograd (CPU, float32, no TV).
+
+        *x* is the complex64 object (FFT order, a view of the parameters); *kernels* is
+        algorithms/ad/_kernels.py.  One forward FFT, one numba pass that fits the scale and turns
+        ``F`` into ``gain * dL/dF`` in place (with the loss, chi^2 and chi2_free sums), and one
+        unnormalised inverse FFT, the adjoint of the forward one: ``gain * dL/dx``.
+
+        Returns
+        -------
+        loss : float
+        info : dict of floats, as :meth:`modulus` (``chi_free`` None without free pixels)
+        grad : complex64 tensor, the gradient of ``gain * loss`` with respect to *x*
+        """
+        F = torch.fft.fftn(x)
+        Fr = torch.view_as_real(F).numpy().reshape(-1)
+        d, fi, dfree = self._fast_arrays
+        kscale = 2.0 * gain / self.D
+        if kind not in FAST_LOSSES:
+            raise CDIError(f"the fast path has no {kind!r} loss; it evaluates {', '.join(FAST_LOSSES)}")
+        poisson = kind == "poisson"
+        rr, lg, aa, s, s2, ff = kernels.evaluate(Fr, d, self._fast_intensity if poisson else d, fi, dfree, self.D,
+                                                 self.eps if poisson else 0.0, kscale, poisson)
+        if poisson:
+            loss = (self.eps * self.n - lg + self.ilogi_sum) / self.D
+            eta, fix = max(aa, _TINY32) / (2.0 * self.n), s2
+        else:
+            loss = rr / self.D
+            eta, fix = self.D / max(2.0 * self.n * s * s, _TINY32), s
+        chi_free = None
+        if self.free_idx is not None:
+            chi_free = (ff + (self.free_extra or 0.0)) / self.norm_free
+        elif self.free_extra is not None:
+            chi_free = self.free_extra / self.norm_free
+        info = {"chi": (rr + self.chi_extra) / self.chi_norm, "chi_free": chi_free, "s": s, "eta": eta, "fix": fix}
+        return loss, info, torch.fft.ifftn(F, norm="forward")
+
+    @functools.cached_property
+    def _fast_intensity(self):
+        return self.I.cpu().numpy().reshape(-1)
 
     def scale(self, p):
         """Least-squares amplitude scale of the object *p* (no graph)."""

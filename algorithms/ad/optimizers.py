@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from cdi_plugins.core import Param
 
 # Adam's eps, in the units of the gradient of loss x support size (median |gradient| per voxel:
@@ -190,7 +192,14 @@ class _GD(Optimizer):
     def iterate(self, objective, lr, budget):
         self.param_groups[0]["lr"] = lr
         objective.evaluate()
-        self.step(objective.own_step())
+        kernels = getattr(objective, "kernels", None)
+        if kernels is not None:
+            # the CPU fast path: one fused numba pass over p, its gradient and the momentum
+            kernels.gd(self.p.detach().numpy().reshape(-1), self.p.grad.numpy().reshape(-1),
+                       self.v.numpy().reshape(-1), np.float32(objective.own_step() * -float(lr)),
+                       np.float32(self.mu))
+        else:
+            self.step(objective.own_step())
 
     def step(self, scale):
         """Move by ``-lr * scale`` times the gradient in ``p.grad``, plus momentum."""

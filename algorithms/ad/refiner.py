@@ -74,7 +74,7 @@ from cdi_plugins.core import CDIError, State
 from cdi_plugins.compute.support import autocorrelation_support, check_support_fraction, random_start
 
 from cdi_plugins.algorithms.ad.model import (_coarse_shape, _from_torch, _model, _resample, _resample_support,
-                                             _shrink_wrap, _to_torch, _tv_box)
+                                             _shrink_wrap, _to_torch, _tv_box, fast_kernels)
 from cdi_plugins.algorithms.ad.optimizers import TABLE
 
 
@@ -189,9 +189,11 @@ class _Trace:
 
     @staticmethod
     def _host(values, i0: int, i1: int) -> np.ndarray:
-        """Values [i0, i1) on the host (float64)."""
+        """Values [i0, i1) on the host (float64); the fast path's values are floats already."""
         if i1 <= i0:
             return np.zeros(0)
+        if not isinstance(values[i0], torch.Tensor):
+            return np.asarray(values[i0:i1], dtype=np.float64)
         return torch.stack(values[i0:i1]).double().cpu().numpy()
 
     def losses(self, i0: int, i1: int):
@@ -268,6 +270,8 @@ class Refiner:
         self.p = _leaf(x0)
         del x0
         self.loss_name, self.tv_weight = params["loss"], params["tv_weight"]
+        #: the CPU fast path's numba kernels (model.fast_kernels), or None: autograd
+        self.kernels = fast_kernels(device, self.loss_name, self.tv_weight)
         self._adopt_support(support)
         self._measure_gain()
         self.trace = _Trace(plan.n, device, self.full_model.free_idx is not None)
@@ -316,6 +320,8 @@ class Refiner:
         with y.s < 1e-10 are dropped) and near Adam's eps; this makes them of order 1.
         """
         p = self.p
+        if self.kernels is not None:
+            return self._evaluate_fast(project)
         val, info = self.model.evaluate(p, self.loss_name, self.tv_weight, self.box)
         # autograd.grad hands back the gradient itself (backward() would copy it into p.grad); the
         # gain multiplies the output rather than seeding the pass: an explicit seed makes torch
@@ -329,6 +335,19 @@ class Refiner:
         self.last = info
         return val.detach() * self.gain      # L-BFGS's closure value
 
+    def _evaluate_fast(self, project: bool):
+        """:meth:`evaluate` on the CPU fast path (``model._Model.evaluate_fast``): no graph, floats."""
+        p = self.p
+        loss, info, g = self.model.evaluate_fast(torch.view_as_complex(p.detach()), self.loss_name, self.gain,
+                                                 self.kernels)
+        gr = torch.view_as_real(g)
+        if project:
+            self.kernels.project(gr.numpy().reshape(-1), self.mask_np)
+        p.grad = gr
+        self.trace.add(loss, info)
+        self.last = info
+        return loss * self.gain
+
     def own_step(self):
         """The loss's own step ``eta`` of the latest evaluation, in the scale of the gradient."""
         return self.last["eta"] / self.gain
@@ -341,6 +360,21 @@ class Refiner:
         is Fienup's HIO.
         """
         self.evaluate(project=False)
+        if self.kernels is not None:
+            info = self.last
+            self.kernels.feedback(self.p.detach().numpy().reshape(-1), self.p.grad.numpy().reshape(-1), self.mask_np,
+                                  np.float32(-info["eta"] / self.gain), np.float32(info["fix"]),
+                                  np.float32(self.params["feedback_beta"]))
+        else:
+            self._feedback_update()
+        if self.trace.done == self.plan.n_fb:
+            # end of the feedback phase: confine to the support, as ER would
+            with torch.no_grad():
+                torch.view_as_complex(self.p).mul_(self.sf)
+            self._start_phase(feedback=False)
+
+    def _feedback_update(self) -> None:
+        """The feedback update with torch's operations (the path with autograd)."""
         with torch.no_grad():
             x = torch.view_as_complex(self.p)
             # P(x) on the data's fixed scale: HIO needs it (with a fitted scale the feedback
@@ -350,11 +384,6 @@ class Refiner:
             # x <- x - beta P(x) everywhere, then P(x) inside the support: in place, two passes
             x.sub_(proj, alpha=self.params["feedback_beta"])
             torch.where(self.support, proj, x, out=x)
-        if self.trace.done == self.plan.n_fb:
-            # end of the feedback phase: confine to the support, as ER would
-            with torch.no_grad():
-                x.mul_(self.sf)
-            self._start_phase(feedback=False)
 
     def _start_phase(self, feedback: bool) -> None:
         """Put the parameters on the scale the next iterations expect; a fresh optimizer if needed."""
@@ -431,6 +460,7 @@ class Refiner:
         self.support = support
         self.sf = support.to(torch.float32)
         self.sf3 = self.sf.unsqueeze(-1)     # the support on the real view (*shape, 2) of the parameters
+        self.mask_np = support.numpy().reshape(-1) if self.kernels is not None else None   # for the kernels
         self.box = _tv_box(support) if self.tv_weight else None
 
     def _set_support(self, new, it: int) -> None:
