@@ -68,6 +68,7 @@ def test_fast_path_equals_autograd(kernels, loss, masked, crop):
         if ref_info[key] is not None:
             assert f_info[key] == pytest.approx(ref_info[key], rel=tol), key
             assert ag_info[key] == pytest.approx(ref_info[key], rel=tol), key     # the tolerance is float32's
+    assert m32.scale(p, kernels) == pytest.approx(ref_info["s"], rel=tol)      # the fit alone
     err_fast = rel(f_grad.double().numpy(), ref_grad.numpy())
     err_autograd = rel(ag_grad.double().numpy(), ref_grad.numpy())
     assert err_fast < tol and err_autograd < tol
@@ -151,15 +152,17 @@ def test_fused_gd_and_feedback_updates_equal_the_torch_updates(kernels):
     shape = (6, 7, 8)
     mask = torch.from_numpy(rng.random(shape) < 0.4)
     p0, g, v0 = (torch.from_numpy(rng.normal(size=shape + (2,)).astype(np.float32)) for _ in range(3))
-    # gd: the torch step against the fused kernel
-    gd = ad_optimizers._GD(torch, p0.clone(), 0.7, 0.8)
-    gd.v.copy_(v0)
-    gd.p.grad = g.clone()
+    # gd: the torch step with the projected gradient against the fused kernel on the support's voxels
+    inside = mask[..., None]
+    gd = ad_optimizers._GD(torch, p0 * inside, 0.7, 0.8)
+    gd.v.copy_(v0 * inside)
+    gd.p.grad = g * inside
     gd.step(1.3)
-    p, v = p0.clone(), v0.clone()
-    kernels.gd(p.numpy().reshape(-1), g.numpy().reshape(-1), v.numpy().reshape(-1), np.float32(-1.3 * 0.7),
-               np.float32(0.8))
+    p, v = p0 * inside, v0 * inside
+    kernels.gd(p.numpy().reshape(-1), g.numpy().reshape(-1), v.numpy().reshape(-1),
+               np.flatnonzero(mask.numpy()), np.float32(-1.3 * 0.7), np.float32(0.8))
     assert torch.allclose(p, gd.p, rtol=1e-6, atol=1e-6) and torch.allclose(v, gd.v, rtol=1e-6, atol=1e-6)
+    assert torch.count_nonzero(p * ~inside) == 0
     # feedback: P = (c g + x) fix; x <- P in the support, x - beta P outside
     c, fix, beta = -0.3, 1.7, 0.9
     x = torch.view_as_complex(p0.clone())
@@ -173,3 +176,15 @@ def test_fused_gd_and_feedback_updates_equal_the_torch_updates(kernels):
     gp = g.clone()
     kernels.project(gp.numpy().reshape(-1), mask.numpy().reshape(-1))
     assert torch.equal(gp, g * mask[..., None])
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.5])
+def test_fast_shrink_wrap_equals_the_torch_one(kernels, sigma):
+    rng = np.random.default_rng(11)
+    x = torch.from_numpy((rng.normal(size=(12, 14, 16)) + 1j * rng.normal(size=(12, 14, 16))).astype(np.complex64))
+    x *= 0.1
+    x[3:9, 4:10, 5:12] *= 20
+    fast = ad_model._shrink_wrap(x, sigma, 0.3, kernels)
+    slow = ad_model._shrink_wrap(x, sigma, 0.3)
+    assert fast.dtype == torch.bool and fast.shape == x.shape
+    assert int((fast != slow).sum()) <= 2 and 0 < int(fast.sum()) < x.numel()      # the last bit may tip a tie

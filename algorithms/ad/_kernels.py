@@ -26,6 +26,7 @@ import numpy as np
 log = logging.getLogger("cdi_plugins.ad")
 
 NCHUNK = 256
+TINY = 1.1754943508222875e-38       # float32's smallest normal: the torch path's clamp of sum |F|^2
 _OPTS = dict(nogil=True, fastmath={"reassoc"}, error_model="numpy")
 
 
@@ -123,16 +124,6 @@ def _project_chunk(gr, mask):
         gr[2 * i + 1] = gr[2 * i + 1] * w
 
 
-@_jit
-def _gd_chunk(pr, gr, vr, k, mu):
-    # v <- mu v + k g;  p <- (p + k g) + mu v
-    for j in range(pr.size):
-        kg = gr[j] * k
-        v = vr[j] * mu + kg
-        vr[j] = v
-        pr[j] = (pr[j] + kg) + mu * v
-
-
 # ---- the passes: outer loops over the fixed chunks -------------------------------------------------
 
 @_jit
@@ -156,6 +147,13 @@ def _sums(Fr, d):
 
 
 @_jit
+def amplitude_scale(Fr, d):
+    """The least-squares amplitude scale ``sum |F| d / sum |F|^2`` of the far field *Fr* (float64)."""
+    ad, aa = _sums(Fr, d)
+    return ad / max(aa, TINY)
+
+
+@_jit
 def evaluate(Fr, d, inten, fi, dfree, big_d, eps, kscale, poisson):
     """The loss's evaluation on the far field ``F`` (float32 view *Fr*), in one call.
 
@@ -166,7 +164,7 @@ def evaluate(Fr, d, inten, fi, dfree, big_d, eps, kscale, poisson):
     sum |F|^2, s, s2, free sum)``: float64 sums over the constrained pixels, the free one over *fi*.
     """
     ad, aa = _sums(Fr, d)
-    aa_safe = max(aa, 1.1754943508222875e-38)     # float32's smallest normal, the torch path's clamp
+    aa_safe = max(aa, TINY)
     s64 = ad / aa_safe
     s2_64 = big_d / aa_safe
     s = np.float32(s64)
@@ -202,8 +200,44 @@ def project(gr, mask):
 
 
 @_jit
-def gd(pr, gr, vr, k, mu):
-    """gd's momentum step on float32 views: ``v <- mu v + k g``, ``p <- p + k g + mu v``."""
-    for ch in range(NCHUNK):
-        lo, hi = _chunk(pr.size, ch)
-        _gd_chunk(pr[lo:hi], gr[lo:hi], vr[lo:hi], k, mu)
+def gd(pr, gr, vr, idx, k, mu):
+    """gd's momentum step on float32 views at the voxels *idx* (the support; elsewhere p and v stay 0,
+    so the gradient there need not be projected away): ``v <- mu v + k g``, ``p <- p + k g + mu v``."""
+    for j in range(idx.size):
+        for h in range(2 * idx[j], 2 * idx[j] + 2):
+            kg = gr[h] * k
+            v = vr[h] * mu + kg
+            vr[h] = v
+            pr[h] = (pr[h] + kg) + mu * v
+
+
+# ---- shrink-wrap's passes (no sums: no chunks) -------------------------------------------------------
+
+@_jit
+def modulus(xr, zr):
+    """|x| of the float32 view *xr* into the complex buffer *zr* (real part; imaginary part 0)."""
+    for i in range(zr.size // 2):
+        re = xr[2 * i]
+        im = xr[2 * i + 1]
+        zr[2 * i] = math.sqrt(re * re + im * im)
+        zr[2 * i + 1] = np.float32(0)
+
+
+@_jit
+def multiply(zr, g):
+    """The complex view *zr* times the real array *g*, in place."""
+    for i in range(g.size):
+        zr[2 * i] = zr[2 * i] * g[i]
+        zr[2 * i + 1] = zr[2 * i + 1] * g[i]
+
+
+@_jit
+def threshold(zr, fraction, out):
+    """*out* = real part of *zr* above *fraction* (float32) of its maximum."""
+    n = out.size
+    top = zr[0]
+    for i in range(1, n):
+        top = max(top, zr[2 * i])
+    cut = fraction * top
+    for i in range(n):
+        out[i] = zr[2 * i] > cut

@@ -191,15 +191,16 @@ class _GD(Optimizer):
 
     def iterate(self, objective, lr, budget):
         self.param_groups[0]["lr"] = lr
-        objective.evaluate()
         kernels = getattr(objective, "kernels", None)
-        if kernels is not None:
-            # the CPU fast path: one fused numba pass over p, its gradient and the momentum
-            kernels.gd(self.p.detach().numpy().reshape(-1), self.p.grad.numpy().reshape(-1),
-                       self.v.numpy().reshape(-1), np.float32(objective.own_step() * -float(lr)),
-                       np.float32(self.mu))
-        else:
+        if kernels is None:
+            objective.evaluate()
             self.step(objective.own_step())
+            return
+        # the CPU fast path: one numba pass over the support's voxels (p and v are zero elsewhere, so
+        # the gradient is not projected first)
+        objective.evaluate(project=False)
+        kernels.gd(self.p.detach().numpy().reshape(-1), self.p.grad.numpy().reshape(-1), self.v.numpy().reshape(-1),
+                   objective.support_idx, np.float32(objective.own_step() * -float(lr)), np.float32(self.mu))
 
     def step(self, scale):
         """Move by ``-lr * scale`` times the gradient in ``p.grad``, plus momentum."""

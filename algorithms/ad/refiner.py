@@ -390,7 +390,7 @@ class Refiner:
         p = self.p
         with torch.no_grad():
             if feedback:
-                p.mul_(self.model.scale(p))     # the feedback iterations work on the data's scale
+                p.mul_(self.model.scale(p, self.kernels))     # the feedback iterations work on the data's scale
             else:
                 ms = float((p * p).sum()) / max(1.0, float(self.sf.sum()))
                 if ms > 0:
@@ -431,12 +431,15 @@ class Refiner:
             return
         with torch.no_grad():
             new = _shrink_wrap(torch.view_as_complex(self.p), self._sigma(end - 1),
-                               self.params["shrink_wrap_threshold"])
+                               self.params["shrink_wrap_threshold"], self.kernels)
             self._set_support(new, end)
             if self.opt is not None:         # not in the feedback phase
                 # pixels leaving the support are zeroed (as ER does) and lose their momentum;
                 # pixels joining it start from zero
-                self.p.mul_(self.sf3)
+                if self.kernels is not None:
+                    self.kernels.project(self.p.detach().numpy().reshape(-1), self.mask_np)
+                else:
+                    self.p.mul_(self.sf3)
                 self.opt = self.opt.support_changed(self.sf3)
         self.trace.support[end - 1] = self.frac
         self.ref_loss = cur
@@ -460,7 +463,9 @@ class Refiner:
         self.support = support
         self.sf = support.to(torch.float32)
         self.sf3 = self.sf.unsqueeze(-1)     # the support on the real view (*shape, 2) of the parameters
-        self.mask_np = support.numpy().reshape(-1) if self.kernels is not None else None   # for the kernels
+        if self.kernels is not None:        # the support as the kernels read it: a bool array, flat indices
+            self.mask_np = support.numpy().reshape(-1)
+            self.support_idx = np.flatnonzero(self.mask_np)
         self.box = _tv_box(support) if self.tv_weight else None
 
     def _set_support(self, new, it: int) -> None:
@@ -498,7 +503,7 @@ class Refiner:
             x = _resample(torch.view_as_complex(self.p.detach()) * self.sf, plan.full)
             self.model = self.full_model
             if plan.period:
-                new = _shrink_wrap(x, self._sigma(it), self.params["shrink_wrap_threshold"])
+                new = _shrink_wrap(x, self._sigma(it), self.params["shrink_wrap_threshold"], self.kernels)
             else:
                 new = _resample_support(self.support, plan.full)
             self._set_support(new, it)
@@ -521,7 +526,7 @@ class Refiner:
                 xd = _resample(xd, plan.full)
                 support = _resample_support(support, plan.full)
                 xd = xd * support
-            s = self.full_model.scale(torch.view_as_real(xd))
+            s = self.full_model.scale(torch.view_as_real(xd), self.kernels)
             obj = torch.fft.fftshift(xd * s).to(torch.complex64).contiguous()
             sup = torch.fft.fftshift(support).to(torch.uint8).contiguous()
         records = self.trace.records(ctx.step, self.name, plan.coarse, plan.n_coarse)
