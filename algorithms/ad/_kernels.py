@@ -1,9 +1,11 @@
 """numba kernels of the AD refiner's CPU fast path (imported by ``model`` only when that path runs).
 
 The conventions of ``cdi_plugins/compute/_numba_kernels.py``: complex arrays arrive as float32 views
-(re, im interleaved); each pass splits the array into ``NCHUNK`` fixed chunks, a chunk being one call
-of a serial inner loop on slices starting at 0 (the form LLVM vectorises), and the chunks' float64
-sums are added in chunk order, so the bits do not depend on anything but the input; ``fastmath`` is
+(re, im interleaved); a pass with sums splits the array into chunks of ``CHUNK`` voxels, a chunk being
+one call of a serial inner loop on slices starting at 0 (the form LLVM vectorises), and the chunks'
+float64 sums are added in chunk order, so the bits do not depend on anything but the input (a chunk
+count fixed whatever the size, as compute's kernels use for their threads, cost 20 us per pass at 32^3,
+more than half of the pass); ``fastmath`` is
 ``reassoc`` only (the float64 sums inside a chunk may be vectorised; every pixel is plain IEEE
 float32 arithmetic).  Serial builds only: the AD step runs one thread up to 64^3, where this path
 pays, and a parallel build would have to share the framework's guard of numba's thread pool.
@@ -25,7 +27,7 @@ import numpy as np
 
 log = logging.getLogger("cdi_plugins.ad")
 
-NCHUNK = 256
+CHUNK = 8192                        # voxels per chunk: the sums' order depends on the array size only
 TINY = 1.1754943508222875e-38       # float32's smallest normal: the torch path's clamp of sum |F|^2
 _OPTS = dict(nogil=True, fastmath={"reassoc"}, error_model="numpy")
 
@@ -38,7 +40,7 @@ def _jit(fn):
         return numba.njit(cache=False, **_OPTS)(fn)
 
 
-# ---- inner loops: one chunk, slices indexed from 0 ------------------------------------------------
+# ---- inner loops (one chunk, slices indexed from 0) and the passes without sums ----------------
 # Written per complex voxel i (re at 2i, im at 2i + 1), with the constraint and the support as 0/1
 # factors or selects rather than branches around stores: the forms LLVM vectorises here (a mask read
 # per float, mask[j >> 1], or a conditional store was not vectorised and ran 2-10x slower).
@@ -104,8 +106,9 @@ def _free_sum(Fr, fi, dfree, s):
 
 
 @_jit
-def _feedback_chunk(xr, gr, mask, c, fix, beta):
-    # P(x) = (c g + x) fix; x <- P(x) in the support, x - beta P(x) outside
+def feedback(xr, gr, mask, c, fix, beta):
+    """HIO-style feedback on the real view *xr* of the object, from the gradient view *gr*:
+    ``P = (c g + x) fix``; ``x <- P`` where *mask* (one bool per complex voxel), ``x - beta P`` elsewhere."""
     for i in range(mask.size):
         m = mask[i]
         p0 = (gr[2 * i] * c + xr[2 * i]) * fix
@@ -117,7 +120,8 @@ def _feedback_chunk(xr, gr, mask, c, fix, beta):
 
 
 @_jit
-def _project_chunk(gr, mask):
+def project(gr, mask):
+    """Zero the gradient view *gr* outside *mask* (in place)."""
     for i in range(mask.size):
         w = np.float32(1) if mask[i] else np.float32(0)
         gr[2 * i] = gr[2 * i] * w
@@ -127,18 +131,23 @@ def _project_chunk(gr, mask):
 # ---- the passes: outer loops over the fixed chunks -------------------------------------------------
 
 @_jit
+def _chunks(n):
+    """How many chunks an array of *n* voxels is split into."""
+    return (n + CHUNK - 1) // CHUNK
+
+
+@_jit
 def _chunk(n, c):
-    """Elements [lo, hi) of chunk *c* of an array of *n* split into NCHUNK chunks."""
-    step = (n + NCHUNK - 1) // NCHUNK
-    lo = min(n, c * step)
-    return lo, min(n, lo + step)
+    """Voxels [lo, hi) of chunk *c* of an array of *n*."""
+    lo = c * CHUNK
+    return lo, min(n, lo + CHUNK)
 
 
 @_jit
 def _sums(Fr, d):
     ad = 0.0
     aa = 0.0
-    for c in range(NCHUNK):
+    for c in range(_chunks(d.size)):
         lo, hi = _chunk(d.size, c)
         x, y = _sums_chunk(Fr[2 * lo:2 * hi], d[lo:hi])
         ad += x
@@ -174,29 +183,12 @@ def evaluate(Fr, d, inten, fi, dfree, big_d, eps, kscale, poisson):
     e = np.float32(eps)
     rr = 0.0
     lg = 0.0
-    for c in range(NCHUNK):
+    for c in range(_chunks(d.size)):
         lo, hi = _chunk(d.size, c)
         x, y = _gradient_chunk(Fr[2 * lo:2 * hi], d[lo:hi], inten[lo:hi], s, s2, e, k, poisson)
         rr += x
         lg += y
     return rr, lg, aa, s64, s2_64, ff
-
-
-@_jit
-def feedback(xr, gr, mask, c, fix, beta):
-    """HIO-style feedback on the real view *xr* of the object, from the gradient view *gr*:
-    ``P = (c g + x) fix``; ``x <- P`` where *mask* (one bool per complex voxel), ``x - beta P`` elsewhere."""
-    for ch in range(NCHUNK):
-        lo, hi = _chunk(mask.size, ch)
-        _feedback_chunk(xr[2 * lo:2 * hi], gr[2 * lo:2 * hi], mask[lo:hi], c, fix, beta)
-
-
-@_jit
-def project(gr, mask):
-    """Zero the gradient view *gr* outside *mask* (in place)."""
-    for ch in range(NCHUNK):
-        lo, hi = _chunk(mask.size, ch)
-        _project_chunk(gr[2 * lo:2 * hi], mask[lo:hi])
 
 
 @_jit
