@@ -71,15 +71,19 @@ class Optimizer:
         """
         raise NotImplementedError
 
-    def support_changed(self, mask) -> "Optimizer":
+    def support_changed(self, mask, confine=None) -> "Optimizer":
         """The optimiser to go on with after the support changed (*mask*: the new one, real view).
 
         Pixels leaving the support lose their momentum (``exp_avg``), as they lose their value;
-        pixels joining it start from zero.
+        pixels joining it start from zero.  *confine*, when given, zeroes a tensor shaped like the
+        parameters outside the support in place (the refiner's faster way than multiplying by *mask*).
         """
         for st in self.state.values():
             if "exp_avg" in st:
-                st["exp_avg"].mul_(mask)
+                if confine is not None:
+                    confine(st["exp_avg"])
+                else:
+                    st["exp_avg"].mul_(mask)
         return self
 
 
@@ -160,7 +164,7 @@ class _LBFGS(Optimizer):
             g["lr"] = lr
         self.opt.step(objective.evaluate)
 
-    def support_changed(self, mask):
+    def support_changed(self, mask, confine=None):
         return _LBFGS(self.torch, self.p, self.lr)     # the curvature pairs belong to the old objective
 
 

@@ -73,8 +73,8 @@ import torch
 from cdi_plugins.core import CDIError, State
 from cdi_plugins.compute.support import autocorrelation_support, check_support_fraction, random_start
 
-from cdi_plugins.algorithms.ad.model import (_coarse_shape, _from_torch, _model, _resample, _resample_support,
-                                             _shrink_wrap, _to_torch, _tv_box, fast_kernels)
+from cdi_plugins.algorithms.ad.model import (_coarse_shape, _fftshift, _from_torch, _model, _resample,
+                                             _resample_support, _shrink_wrap, _to_torch, _tv_box, fast_kernels)
 from cdi_plugins.algorithms.ad.optimizers import TABLE
 
 
@@ -88,7 +88,7 @@ def _initial(problem, state, params, ctx, device, where: str):
         if state is None:
             raise CDIError("initial_support: state needs a previous step that produced a support", where)
         sup = _to_torch(be.asarray(state.support).astype(be.xp.float32), be, device)
-        support = torch.fft.ifftshift(sup > 0.5)
+        support = _fftshift(sup > 0.5, inverse=True)
     else:
         i_f = be.asarray(np.fft.ifftshift(problem.intensity))
         ac = autocorrelation_support(be, i_f, params["autocorrelation_threshold"])
@@ -96,16 +96,17 @@ def _initial(problem, state, params, ctx, device, where: str):
     if not bool(support.any()):
         raise CDIError("the initial support is empty", where)
     if state is not None:
-        x = torch.fft.ifftshift(_to_torch(be.asarray(state.obj).astype(be.xp.complex64), be, device))
+        x = _fftshift(_to_torch(be.asarray(state.obj).astype(be.xp.complex64), be, device), inverse=True)
     else:
         # drawn on the host exactly as the iterative steps draw theirs, so that a seed gives the
         # same start on any backend and device
         x = torch.from_numpy(random_start(ctx.rng, problem.shape)).to(device)
     x = x.to(torch.complex64) * support
-    ms = float((x.real.square() + x.imag.square()).sum()) / float(support.sum())
+    flat = torch.view_as_real(x).reshape(-1)
+    ms = float(torch.dot(flat, flat)) / float(support.sum())
     if not (ms > 0 and math.isfinite(ms)):
         raise CDIError("the incoming object is zero (or not finite) everywhere inside the support", where)
-    return x / math.sqrt(ms), support
+    return x.div_(math.sqrt(ms)), support
 
 
 def _leaf(x):
@@ -392,7 +393,8 @@ class Refiner:
             if feedback:
                 p.mul_(self.model.scale(p, self.kernels))     # the feedback iterations work on the data's scale
             else:
-                ms = float((p * p).sum()) / max(1.0, float(self.sf.sum()))
+                flat = p.reshape(-1)
+                ms = float(torch.dot(flat, flat)) / max(1.0, float(self.sf.sum()))
                 if ms > 0:
                     p.div_(math.sqrt(ms))   # rms 1 in the support for the optimizer
         self.opt = None if feedback else self.opt_class.create(torch, p, self.plan.lr0, self.params)
@@ -436,11 +438,8 @@ class Refiner:
             if self.opt is not None:         # not in the feedback phase
                 # pixels leaving the support are zeroed (as ER does) and lose their momentum;
                 # pixels joining it start from zero
-                if self.kernels is not None:
-                    self.kernels.project(self.p.detach().numpy().reshape(-1), self.mask_np)
-                else:
-                    self.p.mul_(self.sf3)
-                self.opt = self.opt.support_changed(self.sf3)
+                self._confine(self.p)
+                self.opt = self.opt.support_changed(self.sf3, self._confine)
         self.trace.support[end - 1] = self.frac
         self.ref_loss = cur
 
@@ -467,6 +466,13 @@ class Refiner:
             self.mask_np = support.numpy().reshape(-1)
             self.support_idx = np.flatnonzero(self.mask_np)
         self.box = _tv_box(support) if self.tv_weight else None
+
+    def _confine(self, t) -> None:
+        """Zero the tensor *t* (shaped like the parameters) outside the support, in place."""
+        if self.kernels is not None:
+            self.kernels.project(t.detach().numpy().reshape(-1), self.mask_np)
+        else:
+            t.mul_(self.sf3)
 
     def _set_support(self, new, it: int) -> None:
         """Shrink-wrap's support, after the guard against a collapsed or runaway one."""
@@ -507,7 +513,8 @@ class Refiner:
             else:
                 new = _resample_support(self.support, plan.full)
             self._set_support(new, it)
-            self.p = _leaf(x * self.sf)
+            self._confine(torch.view_as_real(x))
+            self.p = _leaf(x)
         self._measure_gain()
         self.trace.support[it] = self.frac
         self._start_phase(feedback=self.trace.done < plan.n_fb)
@@ -520,15 +527,16 @@ class Refiner:
     def _result(self) -> State:
         plan, ctx = self.plan, self.ctx
         with torch.no_grad():
-            xd = torch.view_as_complex(self.p.detach()) * self.sf
+            xd = torch.view_as_complex(self.p.detach().clone())
+            self._confine(torch.view_as_real(xd))
             support = self.support
             if self.model is not self.full_model:      # stopped inside the coarse stage
                 xd = _resample(xd, plan.full)
                 support = _resample_support(support, plan.full)
                 xd = xd * support
             s = self.full_model.scale(torch.view_as_real(xd), self.kernels)
-            obj = torch.fft.fftshift(xd * s).to(torch.complex64).contiguous()
-            sup = torch.fft.fftshift(support).to(torch.uint8).contiguous()
+            obj = _fftshift(xd.mul_(s)).to(torch.complex64).contiguous()
+            sup = _fftshift(support).to(torch.uint8).contiguous()
         records = self.trace.records(ctx.step, self.name, plan.coarse, plan.n_coarse)
         if len(records) < plan.n:
             ctx.logger.info("step %d (%s): the loss reached a plateau; stopped after %d of %d iterations",
