@@ -6,7 +6,8 @@ strong-Wolfe line search (one *iteration* is one evaluation of the loss and its
 gradient, line-search trials included, so that an iteration costs the same FFT
 work for every optimiser and for ER/HIO), and ``gd``: gradient descent in the
 loss's own step ``eta`` (see ``_Model.modulus``) with Nesterov momentum, which
-for the amplitude loss, learning rate 1 and no momentum is exactly ER.
+for the amplitude loss, learning rate 1 and no momentum is exactly ER.  On the
+refiner's CPU fast path gd's update is one numba pass over the support's voxels.
 
 Every optimiser is an :class:`Optimizer`: the refiner calls
 :meth:`Optimizer.iterate` once per turn of its loop and
@@ -68,6 +69,11 @@ class Optimizer:
         evaluations per call (L-BFGS) stops after *budget*, the iterations left before the
         refiner next needs the host.  It is not named ``step``: :class:`_Adam` keeps torch's
         ``step()`` for its bare update.
+
+        The refiner also offers ``objective.kernels``: None, or on its CPU fast path the numba
+        kernels (algorithms/ad/_kernels.py), with ``objective.support_idx``, the support's flat
+        indices; ``evaluate(project=False)`` leaves the gradient unprojected (gd's fused step uses
+        only the support's voxels).  An optimiser may ignore both.
         """
         raise NotImplementedError
 
