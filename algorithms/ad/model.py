@@ -71,6 +71,7 @@ torch.  This module imports torch: the plugin imports it only when a step runs.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
@@ -553,19 +554,17 @@ def _resample(x, shape):
     X = torch.fft.fftn(x)
     for k, m in enumerate(shape):
         n = X.shape[k]
-        if m == n:
-            continue
-        lo, hi = (min(n, m) + 1) // 2, min(n, m) // 2       # non-negative / negative frequencies kept
         if m < n:
+            lo, hi = (m + 1) // 2, m // 2                    # non-negative / negative frequencies kept
             idx = torch.cat([torch.arange(0, lo), torch.arange(n - hi, n)]).to(X.device)
             X = X.index_select(k, idx)
-        else:
-            size = list(X.shape)
-            size[k] = m
-            Y = X.new_zeros(size)
-            Y.narrow(k, 0, lo).copy_(X.narrow(k, 0, lo))
-            Y.narrow(k, m - hi, hi).copy_(X.narrow(k, n - hi, hi))
-            X = Y
+    if tuple(X.shape) != tuple(shape):                       # zero-padded along the axes that grow: one array
+        Y = X.new_zeros(shape)
+        halves = [((slice(0, (n + 1) // 2),) * 2, (slice(m - n // 2, m), slice(n - n // 2, n)))
+                  for n, m in zip(X.shape, shape)]
+        for part in itertools.product(*halves):
+            Y[tuple(p[0] for p in part)] = X[tuple(p[1] for p in part)]
+        X = Y
     return torch.fft.ifftn(X) * (math.prod(shape) / math.prod(x.shape))
 
 
