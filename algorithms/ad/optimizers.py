@@ -6,7 +6,8 @@ strong-Wolfe line search (one *iteration* is one evaluation of the loss and its
 gradient, line-search trials included, so that an iteration costs the same FFT
 work for every optimiser and for ER/HIO), and ``gd``: gradient descent in the
 loss's own step ``eta`` (see ``_Model.modulus``) with Nesterov momentum, which
-for the amplitude loss, learning rate 1 and no momentum is exactly ER.
+for the amplitude loss, learning rate 1 and no momentum is exactly ER.  On the
+refiner's CPU fast path gd's update is one numba pass over the support's voxels.
 
 Every optimiser is an :class:`Optimizer`: the refiner calls
 :meth:`Optimizer.iterate` once per turn of its loop and
@@ -25,6 +26,8 @@ registers); the optimisers get the torch module from their caller.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from cdi_plugins.core import Param
 
@@ -66,18 +69,27 @@ class Optimizer:
         evaluations per call (L-BFGS) stops after *budget*, the iterations left before the
         refiner next needs the host.  It is not named ``step``: :class:`_Adam` keeps torch's
         ``step()`` for its bare update.
+
+        The refiner also offers ``objective.kernels``: None, or on its CPU fast path the numba
+        kernels (algorithms/ad/_kernels.py), with ``objective.support_idx``, the support's flat
+        indices; ``evaluate(project=False)`` leaves the gradient unprojected (gd's fused step uses
+        only the support's voxels).  An optimiser may ignore both.
         """
         raise NotImplementedError
 
-    def support_changed(self, mask) -> "Optimizer":
+    def support_changed(self, mask, confine=None) -> "Optimizer":
         """The optimiser to go on with after the support changed (*mask*: the new one, real view).
 
         Pixels leaving the support lose their momentum (``exp_avg``), as they lose their value;
-        pixels joining it start from zero.
+        pixels joining it start from zero.  *confine*, when given, zeroes a tensor shaped like the
+        parameters outside the support in place (the refiner's faster way than multiplying by *mask*).
         """
         for st in self.state.values():
             if "exp_avg" in st:
-                st["exp_avg"].mul_(mask)
+                if confine is not None:
+                    confine(st["exp_avg"])
+                else:
+                    st["exp_avg"].mul_(mask)
         return self
 
 
@@ -158,7 +170,7 @@ class _LBFGS(Optimizer):
             g["lr"] = lr
         self.opt.step(objective.evaluate)
 
-    def support_changed(self, mask):
+    def support_changed(self, mask, confine=None):
         return _LBFGS(self.torch, self.p, self.lr)     # the curvature pairs belong to the old objective
 
 
@@ -189,8 +201,16 @@ class _GD(Optimizer):
 
     def iterate(self, objective, lr, budget):
         self.param_groups[0]["lr"] = lr
-        objective.evaluate()
-        self.step(objective.own_step())
+        kernels = getattr(objective, "kernels", None)
+        if kernels is None:
+            objective.evaluate()
+            self.step(objective.own_step())
+            return
+        # the CPU fast path: one numba pass over the support's voxels (p and v are zero elsewhere, so
+        # the gradient is not projected first)
+        objective.evaluate(project=False)
+        kernels.gd(self.p.detach().numpy().reshape(-1), self.p.grad.numpy().reshape(-1), self.v.numpy().reshape(-1),
+                   objective.support_idx, np.float32(objective.own_step() * -float(lr)), np.float32(self.mu))
 
     def step(self, scale):
         """Move by ``-lr * scale`` times the gradient in ``p.grad``, plus momentum."""

@@ -16,6 +16,8 @@ The package, one job a module:
   ``optimizer`` parameter is built from;
 * ``refiner``: one run -- the coarse stage, the feedback iterations, gradient
   descent, the shrink-wrap schedule, the plateau stop and the history.
+* ``_kernels``: the numba kernels of the CPU fast path (no autograd), imported
+  by ``model`` only when that path runs (numba is the ``fast`` extra).
 
 Devices: ``cpu`` or ``cuda`` (``auto``: CUDA when torch sees a device).  A
 State held by the CuPy backend reaches torch through DLPack without a host
