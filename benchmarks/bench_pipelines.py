@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import statistics
 import sys
@@ -143,6 +144,15 @@ def main(argv=None) -> int:
               f"{base_cpu / statistics.median(d['cpu']):>8.2f} "
               f"{statistics.median(d['chi2']):>11.3e} {statistics.median(d['error']):>8.4f} {max(d['error']):>9.4f} "
               f"{beats:>17}")
+    # with N datasets the ratio including the warm-up is (F_b + N t_b) / (F + N t): the N from which it reaches
+    # 10x, from these medians (what a batch of that many scans in one worker would see)
+    for r in recipes[1:]:
+        t, f = statistics.median(rows[r]["time"]), first[r]
+        if base > 10 * t:
+            need = max(1, math.ceil((10 * f - first[args.baseline]) / (base - 10 * t)))
+            print(f"{os.path.basename(r)}: 10x the baseline including the warm-up from {need} datasets on")
+        else:
+            print(f"{os.path.basename(r)}: never 10x the baseline (warm {base / t:.2f}x)")
     print("command: python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])))
     return 0
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from cdi_plugins.compute.backend import import_torch, torch_threads
 from cdi_plugins.core import AlgorithmSpec, CDIError, Param, hookimpl
 from cdi_plugins.core.params import check_support_guard, support_guard_params
 
@@ -138,11 +139,11 @@ def _device(name: str):
 
 def run(problem, state, params, ctx):
     """The step: a :class:`~cdi_plugins.algorithms.ad.refiner.Refiner` run with torch's CPU threads set."""
-    import torch
-
-    from cdi_plugins.algorithms.ad.refiner import Refiner     # imports torch: only when a step runs
+    # torch first through the framework (passive OpenMP wait, its thread count handed to MKL), then the
+    # refiner, which imports it too: only when a step runs
+    import_torch()
+    from cdi_plugins.algorithms.ad.refiner import Refiner
     device = _device(params["device"])
-    threads_before = torch.get_num_threads()
     threads = params["threads"]
     if threads is None:
         # as the framework's FFTs do: one thread for small arrays unless the recipe says
@@ -151,13 +152,8 @@ def run(problem, state, params, ctx):
         be = ctx.backend
         threads = (be.threads_for(problem.intensity.size) if hasattr(be, "threads_for")
                    else getattr(be, "threads", None))
-    if threads and device.type == "cpu" and threads != threads_before:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads if device.type == "cpu" else None):
         return Refiner(problem, state, params, ctx, device, NAME).run()
-    finally:
-        if torch.get_num_threads() != threads_before:
-            torch.set_num_threads(threads_before)
 
 
 def specs() -> list[AlgorithmSpec]:
