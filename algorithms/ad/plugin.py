@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from cdi_plugins.compute.backend import import_torch, torch_threads
+from cdi_plugins.compute.backend import import_torch, step_threads, torch_threads
 from cdi_plugins.core import AlgorithmSpec, CDIError, Param, hookimpl
 from cdi_plugins.core.params import check_support_guard, support_guard_params
 
@@ -144,14 +144,9 @@ def run(problem, state, params, ctx):
     import_torch()
     from cdi_plugins.algorithms.ad.refiner import Refiner
     device = _device(params["device"])
-    threads = params["threads"]
-    if threads is None:
-        # as the framework's FFTs do: one thread for small arrays unless the recipe says
-        # otherwise (torch's OpenMP threads on a busy 2-core machine made a 64^3 FFT pair
-        # 15x slower than one thread)
-        be = ctx.backend
-        threads = (be.threads_for(problem.intensity.size) if hasattr(be, "threads_for")
-                   else getattr(be, "threads", None))
+    # as the framework's FFTs do unless the recipe says otherwise: one thread for small arrays (torch's
+    # OpenMP threads on a busy 2-core machine made a 64^3 FFT pair 15x slower than one thread)
+    threads = step_threads(ctx.backend, problem.intensity.size, params["threads"])
     with torch_threads(threads if device.type == "cpu" else None):
         return Refiner(problem, state, params, ctx, device, NAME).run()
 

@@ -24,7 +24,7 @@ import threading
 
 import numpy as np
 
-from cdi_plugins.compute.backend import torch_threads
+from cdi_plugins.compute.backend import step_threads, torch_threads
 from cdi_plugins.core import AlgorithmSpec, CDIError, Param, State, hookimpl
 
 DEFAULT_WEIGHTS = "au32_w025_ft2"   # au32_w025_ft fine-tuned (configs/nn_finetune2_cpu.yaml)
@@ -136,11 +136,7 @@ def _predict(intensity, mask, weights, device, oversampling, target_oversampling
 
 def _threads(params, problem, backend):
     """torch threads for the network: the parameter, else what the recipe's FFTs use for this size."""
-    if params.get("threads"):
-        return int(params["threads"])
-    if hasattr(backend, "threads_for"):
-        return backend.threads_for(problem.intensity.size)
-    return getattr(backend, "threads", None)
+    return step_threads(backend, problem.intensity.size, params.get("threads"))
 
 
 def guess_chi2(obj, intensity, mask=None) -> float:

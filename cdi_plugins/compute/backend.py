@@ -41,7 +41,7 @@ import numpy as np
 from cdi_plugins.errors import CDIError
 
 __all__ = ["Backend", "Workspace", "get_backend", "available_backends", "fft_engines", "default_threads",
-           "default_planner", "import_torch", "torch_threads"]
+           "default_planner", "import_torch", "torch_threads", "step_threads"]
 
 log = logging.getLogger("cdi_plugins.backend")
 
@@ -167,6 +167,16 @@ def torch_threads(n: int | None):
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def step_threads(backend, size: int, requested: int | None = None) -> int | None:
+    """CPU threads for a step's own work (torch in the nn and ad steps): *requested* if given, else what
+    *backend*'s FFTs use for an array of *size* elements (one up to 64^3: see Backend.threads_for)."""
+    if requested:
+        return int(requested)
+    if hasattr(backend, "threads_for"):
+        return backend.threads_for(size)
+    return getattr(backend, "threads", None)
 
 
 def available_backends() -> dict[str, str]:
