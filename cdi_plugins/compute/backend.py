@@ -7,7 +7,7 @@ the buffers and the (reused) FFT plans for one array shape:
 
 * NumPy + torch.fft (the hot loop of ``fft: auto`` above 64^3): PyTorch's MKL
   FFT on NumPy views of torch tensors, an out-of-place forward transform into
-  the work buffer and an in-place unnormalised inverse; 1.6-3.5x faster than
+  the work buffer and an in-place unnormalised inverse; 1.2-3.4x faster than
   FFTW's rule-made plans here, and deterministic (same bits in every process on
   one machine for one thread count, whatever its load).  Importing torch costs
   ~1.5 s, which smaller arrays do not earn back in one run (see TORCH_LOOP).
@@ -50,10 +50,11 @@ FFT_ENGINES = ("auto", "pyfftw", "scipy", "torch", "cupy")
 PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
 DETERMINISTIC_PLANNER = "FFTW_ESTIMATE"
 # Above this many elements the hot loop of fft: auto runs on torch.fft (PyTorch's MKL FFT), which is
-# deterministic too and 1.6-3.5x faster than FFTW's rule-made (FFTW_ESTIMATE) plans on our 2-core machine
-# (FFT pair at 128^3: 5.3-8.8 ms against 10-13 ms; 256^3: 131 against 455 ms).  Importing torch costs
-# ~1.5 s, which a 620-iteration run earns back from 128^3 on but not at 64^3 (1.0 against 1.8 ms a pair:
-# ~0.5 s saved), so smaller arrays stay on pyFFTW (benchmarks/bench_iteration.py, bench_recipe.py)
+# deterministic too and faster than FFTW's rule-made (FFTW_ESTIMATE) plans on our 2-core machine (FFT pair
+# on 2 threads at 128^3: 8.4-10.5 ms against 12.3 ms; 256^3: 148-180 against 498 ms; bench_iteration,
+# 2026-12-01).  Importing torch costs ~1.5 s, which a 620-iteration run earns back from 128^3 on (~2 s
+# saved) but not at 64^3 (1.0 against 1.8 ms a pair: ~0.5 s saved), so smaller arrays stay on pyFFTW
+# (benchmarks/bench_iteration.py, bench_recipe.py)
 TORCH_LOOP = 64 ** 3
 SMALL_FFT = 64 ** 3  # up to this many elements an FFT runs on one thread (see Backend.threads_for)
 
