@@ -184,8 +184,10 @@ def main(argv=None) -> int:
     # the chi^2 the shipped weights' run ends at after all its iterations (the shipped run itself: its last
     # improvement, at most cap)
     ref = [chi[-1] for chi in rows["shipped"]["chi"]]
-    for r in rows.values():
+    for label, r in rows.items():
         r["to_ref"] = [next((k + 1 for k, c in enumerate(chi) if c <= t), None) for chi, t in zip(r["chi"], ref)]
+        print(f"  {label:<18} per pattern: AD iterations to the shipped weights' final chi^2 "
+              f"{' '.join(fmt_it(v, args.ad_iterations) for v in r['to_ref'])}")
     for label, r in rows.items():
         its = [cap if v is None else v for v in r["iters"]]
         print(f"{label:<18} {statistics.median(r['phys']):>12.4f} {statistics.median(r['iou']):>6.3f} "
@@ -207,12 +209,18 @@ def main(argv=None) -> int:
                         settings={"epochs": args.real_epochs, "lr": args.lr, "threads": 1, "batch_size": 1,
                                   **mode_settings(mode)})
             real_w[f"adapted ({mode})"] = out
-        print(f"{'weights':<18} {'start chi2':>10} {'AD its to classic':>17} {'chi2 @190':>10}   "
-              f"(adapted on this same pattern, {args.real_epochs} epochs)")
+        print(f"{'weights':<18} {'start chi2':>10} {'AD its to classic':>17} {'chi2 @190':>10} "
+              f"{'its to shipped final':>20} {'chi2 final':>10}   (adapted on this same pattern, "
+              f"{args.real_epochs} epochs)")
+        ref_real = None
         for label, w in real_w.items():
-            res = nn_ad(None, w, args.ad_iterations, recipe=real_recipe())
+            res = nn_ad(None, w, args.ad_iterations, recipe=real_recipe(), ad_set=ad_set)
             start, hit, final = ad_iterations(res.history, base)
-            print(f"{label:<18} {start:>10.4f} {fmt_it(hit, cap):>17} {final:>10.3e}")
+            chi = [r["chi2"] for r in res.history if r["algorithm"] == "ad"]
+            ref_real = chi[-1] if ref_real is None else ref_real      # the shipped weights' run comes first
+            to_ref = next((k + 1 for k, c in enumerate(chi) if c <= ref_real), None)
+            print(f"{label:<18} {start:>10.4f} {fmt_it(hit, cap):>17} {final:>10.3e} {fmt_it(to_ref, cap):>20} "
+                  f"{chi[-1]:>10.3e}")
     print(f"\n({time.time() - t0:.0f} s in all; weights in {tmp})")
     return 0
 

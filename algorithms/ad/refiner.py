@@ -38,8 +38,9 @@ Coarse to fine
 the object on a grid of the same field of view and ``coarse_factor`` times
 larger voxels, then Fourier-interpolates it onto the full grid (support rebuilt
 by shrink-wrap) for the rest.  At 64^3 a coarse iteration costs about a seventh
-of a full one here on the CPU fast path (0.2 against 1.5 ms, one thread).  The recorded chi^2 stays that of the whole pattern (see
-``model._Model``), and the coarse records carry ``grid``.
+of a full one here on the CPU fast path (0.2 against 1.5 ms, one thread).  The
+recorded chi^2 stays that of the whole pattern (see ``model._Model``), and the
+coarse records carry ``grid``.
 
 Support and stopping
 --------------------
