@@ -342,7 +342,7 @@ class _Model:
         grad : complex64 tensor, the gradient of ``gain * loss`` with respect to *x*
         """
         F = torch.fft.fftn(x)
-        Fr = torch.view_as_real(F).numpy().reshape(-1)
+        Fr = _flat(F)
         d, fi, dfree = self._fast_arrays
         kscale = 2.0 * gain / self.D
         if kind not in FAST_LOSSES:

@@ -86,7 +86,7 @@ import torch
 from cdi_plugins.core import CDIError, State
 from cdi_plugins.compute.support import autocorrelation_support, check_support_fraction, random_start
 
-from cdi_plugins.algorithms.ad.model import (_coarse_shape, _fftshift, _from_torch, _model, _resample,
+from cdi_plugins.algorithms.ad.model import (_coarse_shape, _fftshift, _flat, _from_torch, _model, _resample,
                                              _resample_support, _shrink_wrap, _to_torch, _tv_box, fast_kernels)
 from cdi_plugins.algorithms.ad.optimizers import TABLE
 
@@ -356,7 +356,7 @@ class Refiner:
                                                  self.kernels)
         gr = torch.view_as_real(g)
         if project:
-            self.kernels.project(gr.numpy().reshape(-1), self.mask_np)
+            self._confine(gr)
         p.grad = gr
         self.trace.add(loss, info)
         self.last = info
@@ -376,7 +376,7 @@ class Refiner:
         self.evaluate(project=False)
         if self.kernels is not None:
             info = self.last
-            self.kernels.feedback(self.p.detach().numpy().reshape(-1), self.p.grad.numpy().reshape(-1), self.mask_np,
+            self.kernels.feedback(_flat(self.p), _flat(self.p.grad), self.mask_np,
                                   np.float32(-info["eta"] / self.gain), np.float32(info["fix"]),
                                   np.float32(self.params["feedback_beta"]))
         else:
@@ -477,14 +477,14 @@ class Refiner:
         self.sf = support.to(torch.float32)
         self.sf3 = self.sf.unsqueeze(-1)     # the support on the real view (*shape, 2) of the parameters
         if self.kernels is not None:        # the support as the kernels read it: a bool array, flat indices
-            self.mask_np = support.numpy().reshape(-1)
+            self.mask_np = _flat(support)
             self.support_idx = np.flatnonzero(self.mask_np)
         self.box = _tv_box(support) if self.tv_weight else None
 
     def _confine(self, t) -> None:
         """Zero the tensor *t* (shaped like the parameters) outside the support, in place."""
         if self.kernels is not None:
-            self.kernels.project(t.detach().numpy().reshape(-1), self.mask_np)
+            self.kernels.project(_flat(t), self.mask_np)
         else:
             t.mul_(self.sf3)
 

@@ -102,31 +102,42 @@ def _have_pyfftw() -> bool:
 # FFTW's threads in the pyFFTW wheels are OpenMP threads of the wheel's own libgomp, which by default spins
 # for a while after every parallel region: between two FFTs of an iteration that spinning thread holds a
 # core that the elementwise kernels (numba's own threads) need, and on a busy machine it competes with
-# everyone (128^3 FFT pair on our 2-core machine under load: 32 ms spinning, 17 ms passive).  pyFFTW's
-# libgomp reads the policy once, when it is loaded, so it is set for that moment only; a user's own
-# OMP_WAIT_POLICY is kept, and libraries loaded later (torch) see the environment as it was.
-FFTW_OMP_WAIT_POLICY = "PASSIVE"
+# everyone (128^3 FFT pair on our 2-core machine under load: 32 ms spinning, 17 ms passive).  torch's own
+# libgomp (its FFT's threads) does the same.  A libgomp reads the policy once, when it is loaded, so it is
+# set for that moment only; a user's own OMP_WAIT_POLICY is kept, and libraries loaded later see the
+# environment as it was.
+LOAD_OMP_WAIT_POLICY = "PASSIVE"
+
+
+@contextlib.contextmanager
+def _passive_omp_load():
+    """``OMP_WAIT_POLICY`` set to LOAD_OMP_WAIT_POLICY for the block (the import of a library with its own
+    OpenMP runtime), unless the user set one; the environment is restored afterwards."""
+    saved = os.environ.get("OMP_WAIT_POLICY")
+    if saved is None:
+        os.environ["OMP_WAIT_POLICY"] = LOAD_OMP_WAIT_POLICY
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_WAIT_POLICY", None)
 
 
 def _import_pyfftw():
     if "pyfftw" in sys.modules:
         return sys.modules["pyfftw"]
-    saved = os.environ.get("OMP_WAIT_POLICY")
-    if saved is None:
-        os.environ["OMP_WAIT_POLICY"] = FFTW_OMP_WAIT_POLICY
     # pyFFTW imports dask.array (0.2-0.6 s, a third of a fresh `cdi run`'s imports) only to offer its dask
     # interface, which nothing here uses: where dask is not loaded yet it is hidden for that one import
     hide_dask = "dask" not in sys.modules
     if hide_dask:
         sys.modules["dask"] = None
     try:
-        import pyfftw
+        with _passive_omp_load():
+            import pyfftw
     except Exception as exc:
         raise CDIError(f"pyFFTW is installed but cannot be imported ({exc.__class__.__name__}: {exc}); "
                        "reinstall it or use fft: scipy") from None
     finally:
-        if saved is None:
-            del os.environ["OMP_WAIT_POLICY"]
         if hide_dask and sys.modules.get("dask", 0) is None:
             del sys.modules["dask"]
     return pyfftw
@@ -138,19 +149,13 @@ def import_torch():
 
     * Its OpenMP runtime is loaded with ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set a policy, or torch
       was imported before): by default its threads spin after every parallel region, holding the core that
-      the numba kernels between two FFTs of the hot loop need (as pyFFTW's did, see FFTW_OMP_WAIT_POLICY).
+      the numba kernels between two FFTs of the hot loop need (as pyFFTW's did, see LOAD_OMP_WAIT_POLICY).
     * Its thread count is set once, to the value it has: torch hands it to its FFT library (MKL) only when
       it is set; left at the default, a 128^3 FFT pair on 2 threads took 46 ms against 13.5 ms once set to
       the same 2 (2-core machine).
     """
-    saved = os.environ.get("OMP_WAIT_POLICY")
-    if saved is None and "torch" not in sys.modules:
-        os.environ["OMP_WAIT_POLICY"] = FFTW_OMP_WAIT_POLICY
-    try:
+    with _passive_omp_load():
         import torch
-    finally:
-        if saved is None:
-            os.environ.pop("OMP_WAIT_POLICY", None)
     torch.set_num_threads(torch.get_num_threads())
     return torch
 
