@@ -123,21 +123,58 @@ def test_cupy_and_numpy_give_the_same_reconstruction():
     assert abs(gpu.chi2 - cpu.chi2) < 0.2 * cpu.chi2 + 1e-5
 
 
-def test_arrays_above_64_cubed_loop_on_torch_fft_with_auto():
-    # torch.fft (MKL) beats FFTW's rule-made FFTW_ESTIMATE plans from 128^3 on (bench_iteration), and importing
-    # torch pays for itself there: with fft: auto and the reproducible planner the hot loop switches above 64^3;
-    # an explicit engine or timed plans stay
-    from cdi_plugins.compute.backend import Backend
-    auto = Backend("numpy", fft="auto")
+def test_arrays_above_64_cubed_loop_on_an_mkl_fft_with_auto(monkeypatch):
+    # MKL's FFT (mkl_fft, else torch.fft) beats FFTW's rule-made FFTW_ESTIMATE plans from 128^3 on
+    # (bench_iteration), and importing it pays for itself there: with fft: auto and the reproducible planner
+    # the hot loop switches above 64^3; an explicit engine or timed plans stay
+    from cdi_plugins.compute import backend as B
+    big = "mkl" if fft_engines()["mkl"] == "ok" else "torch"
+    auto = B.Backend("numpy", fft="auto")
     small = "pyfftw" if fft_engines()["pyfftw"] == "ok" else "scipy"
     assert auto.loop_engine(64 ** 3) == small
-    assert auto.loop_engine(64 ** 3 + 1) == "torch" and auto.loop_engine(256 ** 3) == "torch"
-    assert Backend("numpy", fft="scipy").loop_engine(256 ** 3) == "scipy"
+    assert auto.loop_engine(64 ** 3 + 1) == big and auto.loop_engine(256 ** 3) == big
+    assert B.Backend("numpy", fft="scipy").loop_engine(256 ** 3) == "scipy"
+    assert B.Backend("numpy", fft="torch").loop_engine(256 ** 3) == "torch"
     if small == "pyfftw":
-        assert Backend("numpy", fft="pyfftw").loop_engine(256 ** 3) == "pyfftw"
-        assert Backend("numpy", fft="auto", planner_effort="FFTW_MEASURE").loop_engine(256 ** 3) == "pyfftw"
+        assert B.Backend("numpy", fft="pyfftw").loop_engine(256 ** 3) == "pyfftw"
+        assert B.Backend("numpy", fft="auto", planner_effort="FFTW_MEASURE").loop_engine(256 ** 3) == "pyfftw"
     assert auto.workspace((8, 8, 8)).engine == small
-    assert auto.workspace((66, 64, 64)).engine == "torch"
+    assert auto.workspace((66, 64, 64)).engine == big
+    # without mkl_fft the loop falls back on torch.fft, without either it stays
+    real = B._installed
+    monkeypatch.setattr(B, "_installed", lambda m: False if m in ("mkl_fft", "mkl") else real(m))
+    assert auto.loop_engine(256 ** 3) == "torch"
+    with pytest.raises(CDIError, match="mkl_fft is not installed"):
+        B.Backend("numpy", fft="mkl")
+    monkeypatch.setattr(B, "_installed", lambda m: False if m in ("mkl_fft", "mkl", "torch") else real(m))
+    assert auto.loop_engine(256 ** 3) == small
+
+
+def test_mkl_workspace_transforms_match_scipy_on_aligned_buffers():
+    """The mkl engine: forward is the unnormalised FFT of x, backward the unnormalised inverse in place,
+    smooth_abs the smoothed modulus; both buffers start on a 64-byte boundary (MKL's rounding may depend on
+    alignment), and the thread setting of the calling thread is left as it was."""
+    pytest.importorskip("mkl_fft")
+    import scipy.fft
+    from cdi_plugins.compute.backend import Backend, import_mkl_fft
+    from cdi_plugins.compute.support import gaussian_kernel_rfft, smooth
+    be = Backend("numpy", fft="mkl", threads=1)
+    shape = (12, 10, 8)
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    ws = be.workspace(shape)
+    assert ws.engine == "mkl" and ws.x.ctypes.data % 64 == 0 and ws._w.ctypes.data % 64 == 0
+    _, mkl = import_mkl_fft()
+    before = mkl.get_max_threads()
+    ws.x[...] = a
+    F = ws.forward()
+    assert F is ws._w and np.array_equal(ws.x, a)
+    np.testing.assert_allclose(F, scipy.fft.fftn(a), rtol=1e-5, atol=1e-4)
+    p = ws.backward(F.copy())
+    np.testing.assert_allclose(p, a * a.size, rtol=1e-5, atol=1e-3)
+    k = gaussian_kernel_rfft(be, shape, 1.0)
+    np.testing.assert_allclose(ws.smooth_abs(a, k) / a.size, smooth(be, np.abs(a), 1.0), rtol=1e-5, atol=1e-6)
+    assert mkl.get_max_threads() == before
 
 
 def test_torch_workspace_transforms_match_scipy_and_restore_torch_threads():
@@ -191,26 +228,28 @@ def test_importing_pyfftw_leaves_the_environment_and_dask_as_they_were():
     assert out.split()[0] == "ACTIVE"
 
 
-def test_importing_torch_leaves_the_environment_as_it_was():
-    """torch's OpenMP runtime is loaded with the passive wait policy, set for that import only; a user's own
-    policy stays."""
+@pytest.mark.parametrize("engine", ["mkl", "torch"])
+def test_importing_an_mkl_engine_leaves_the_environment_as_it_was(engine):
+    """mkl_fft's and torch's OpenMP runtimes start with the passive wait policy, set for that import only; a
+    user's own policy stays.  mkl_fft does not load torch."""
+    pytest.importorskip({"mkl": "mkl_fft"}.get(engine, engine))
     import subprocess
     import sys
     code = ("import os, sys\n"
             "from cdi_plugins.compute.backend import get_backend\n"
-            "ws = get_backend('numpy', fft='torch', threads=1).workspace((8, 8, 8))\n"
+            f"ws = get_backend('numpy', fft={engine!r}, threads=1).workspace((8, 8, 8))\n"
             "print(ws.engine, 'torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.split() == ["torch", "True", "None"]
+    assert out.split() == [engine, str(engine == "torch"), "None"]
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.split() == ["torch", "True", "ACTIVE"]
+    assert out.split() == [engine, str(engine == "torch"), "ACTIVE"]
 
 
 def test_torch_is_loaded_only_by_a_run_that_loops_on_it():
-    """The framework's one torch import (the hot loop's FFT engine above 64^3) happens inside such a run:
-    validating a recipe or a small iterative run never loads torch."""
+    """The framework's one torch import (the hot loop's FFT engine above 64^3 without mkl_fft) happens inside
+    such a run: validating a recipe or a small iterative run never loads torch, nor does a large one on mkl_fft."""
     import subprocess
     import sys
     code = ("import sys, cdi_plugins\n"
@@ -221,7 +260,8 @@ def test_torch_is_loaded_only_by_a_run_that_loops_on_it():
             "r = cdi_plugins.run({'data': {'simulate': {'shape': 66, 'seed': 1}}, 'steps': '2*ER'}, write=False)\n"
             "print('torch' in sys.modules, r.metadata['fft'])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "True", "torch"]
+    big = "mkl" if fft_engines()["mkl"] == "ok" else "torch"
+    assert out.split() == ["False", str(big == "torch"), big]
 
 
 def test_shrink_wrap_on_the_workspace_plans_matches_scipy():

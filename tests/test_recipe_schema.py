@@ -71,7 +71,7 @@ def test_models_cover_the_section_keys():
     ("backend", None, "backend must be one of auto, numpy, cupy; got None"),
     ("backend", 5, "backend must be one of auto, numpy, cupy; got 5"),
     ("backend", [1], "backend must be one of auto, numpy, cupy; got [1]"),
-    ("fft", "scpy", "fft must be one of auto, pyfftw, scipy, torch, cupy; got 'scpy' (did you mean 'scipy' or 'cupy'?)"),
+    ("fft", "scpy", "fft must be one of auto, pyfftw, scipy, mkl, torch, cupy; got 'scpy' (did you mean 'scipy' or 'cupy'?)"),
     ("output.path", None, "output.path must be a string"),
     ("output.path", 3, "output.path must be a string"),
     ("output.overwrite", "maybe", "output.overwrite must be true or false"),

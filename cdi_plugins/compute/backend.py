@@ -5,12 +5,15 @@ Iterative kernels are written once against ``backend.xp`` (the ``numpy`` or
 GPU.  The hot loop reaches the FFT only through a :class:`Workspace`, which owns
 the buffers and the (reused) FFT plans for one array shape:
 
-* NumPy + torch.fft (the hot loop of ``fft: auto`` above 64^3): PyTorch's MKL
-  FFT on NumPy views of torch tensors, an out-of-place forward transform into
-  the work buffer and an in-place unnormalised inverse; 1.2-3.4x faster than
-  FFTW's rule-made plans here, and deterministic (same bits in every process on
-  one machine for one thread count, whatever its load).  Importing torch costs
-  ~1.5 s, which smaller arrays do not earn back in one run (see TORCH_LOOP).
+* NumPy + mkl_fft (the hot loop of ``fft: auto`` above 64^3 when installed):
+  Intel MKL's FFT on 64-byte aligned NumPy buffers, an out-of-place forward
+  transform into the work buffer and an in-place unnormalised inverse; faster
+  than FFTW's rule-made plans and than torch.fft here, deterministic (same bits
+  in every process on one machine for one thread count, whatever its load), and
+  imported in ~0.2 s (see MKL_LOOP).
+* NumPy + torch.fft (the hot loop of ``fft: auto`` above 64^3 without mkl_fft):
+  PyTorch's own MKL FFT on NumPy views of torch tensors, the same two
+  transforms; deterministic too, but importing torch costs 1.1-1.5 s.
 * NumPy + pyFFTW (default on the CPU when installed, and the hot loop up to
   64^3): FFTW plans made once per shape, an out-of-place forward transform into
   an aligned work buffer and an in-place unnormalised inverse.  Plans are made
@@ -41,21 +44,22 @@ import numpy as np
 from cdi_plugins.errors import CDIError
 
 __all__ = ["Backend", "Workspace", "get_backend", "available_backends", "fft_engines", "default_threads",
-           "default_planner", "import_torch", "torch_threads", "step_threads"]
+           "default_planner", "import_mkl_fft", "import_torch", "torch_threads", "step_threads"]
 
 log = logging.getLogger("cdi_plugins.backend")
 
 BACKENDS = ("auto", "numpy", "cupy")
-FFT_ENGINES = ("auto", "pyfftw", "scipy", "torch", "cupy")
+FFT_ENGINES = ("auto", "pyfftw", "scipy", "mkl", "torch", "cupy")
 PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
 DETERMINISTIC_PLANNER = "FFTW_ESTIMATE"
-# Above this many elements the hot loop of fft: auto runs on torch.fft (PyTorch's MKL FFT), which is
-# deterministic too and faster than FFTW's rule-made (FFTW_ESTIMATE) plans on our 2-core machine (FFT pair
-# on 2 threads at 128^3: 8.4-10.5 ms against 12.3 ms; 256^3: 148-180 against 498 ms; bench_iteration,
-# 2026-12-01).  Importing torch costs ~1.5 s, which a 620-iteration run earns back from 128^3 on (~2 s
-# saved) but not at 64^3 (1.0 against 1.8 ms a pair: ~0.5 s saved), so smaller arrays stay on pyFFTW
-# (benchmarks/bench_iteration.py, bench_recipe.py)
-TORCH_LOOP = 64 ** 3
+# Above this many elements the hot loop of fft: auto runs on an MKL FFT: mkl_fft when installed, else torch.fft
+# (PyTorch's own MKL).  Both are deterministic and faster than FFTW's rule-made (FFTW_ESTIMATE) plans on our
+# 2-core machine (FFT pair on 2 threads at 128^3: torch 8.4-10.5 ms against 12.3 ms; 256^3: 148-180 against
+# 498 ms; bench_iteration, 2026-12-01).  mkl_fft needs 0.2 s to import against torch's 1.1-1.5 s, and the
+# 620-iteration classic recipe at 128^3 ran in 10.6 s on it against 13.3 s on torch (medians of four fresh
+# processes each, alternated, 2026-12-01).  Smaller arrays stay on pyFFTW, which every small golden result
+# was computed with (benchmarks/bench_iteration.py, bench_recipe.py)
+MKL_LOOP = 64 ** 3
 SMALL_FFT = 64 ** 3  # up to this many elements an FFT runs on one thread (see Backend.threads_for)
 
 
@@ -92,6 +96,11 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def _have_mkl_fft() -> bool:
+    # mkl_fft is Intel's FFT; mkl-service sets its threads (both come with the [fast] extra on x86-64)
+    return _installed("mkl_fft") and _installed("mkl")
 
 
 def _have_pyfftw() -> bool:
@@ -141,6 +150,34 @@ def _import_pyfftw():
         if hide_dask and sys.modules.get("dask", 0) is None:
             del sys.modules["dask"]
     return pyfftw
+
+
+@functools.lru_cache(maxsize=None)
+def import_mkl_fft():
+    """``(mkl_fft, mkl)``: Intel MKL's FFT and its thread control (mkl-service), imported so that MKL's OpenMP
+    threads sleep rather than spin between two FFTs (see LOAD_OMP_WAIT_POLICY).  Intel's OpenMP runtime reads
+    its wait policy when it starts, which ``mkl.get_max_threads()`` makes it do inside the block (by default
+    its threads spin 200 ms after every parallel region: a process sleeping between 64^3 FFTs used 1.14 CPU
+    seconds per second, 0.24 started this way)."""
+    try:
+        with _passive_omp_load():
+            import mkl
+            import mkl_fft
+            mkl.get_max_threads()
+    except Exception as exc:
+        raise CDIError(f"mkl_fft is installed but cannot be imported ({exc.__class__.__name__}: {exc}); "
+                       "reinstall it (pip install 'cdi-plugins[fast]') or use fft: torch or fft: pyfftw") from None
+    return mkl_fft, mkl
+
+
+def _aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
+    """Zeros of *shape* and *dtype* whose data start on an *align*-byte boundary: MKL's FFT may round
+    differently for differently aligned data, so every process gets the same alignment."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    off = -raw.ctypes.data % align
+    return raw[off:off + nbytes].view(dtype).reshape(shape)
 
 
 @functools.lru_cache(maxsize=None)
@@ -197,6 +234,7 @@ def fft_engines() -> dict[str, str]:
     return {
         "pyfftw": "ok" if _have_pyfftw() else "pyFFTW is not installed; pip install 'cdi-plugins[fast]'",
         "scipy": "ok",
+        "mkl": "ok" if _have_mkl_fft() else "mkl_fft is not installed; pip install 'cdi-plugins[fast]' (x86-64)",
         "torch": "ok" if _installed("torch") else "PyTorch is not installed",
         "cupy": "ok" if ok else why,
     }
@@ -302,7 +340,12 @@ class Workspace:
         xp = backend.xp
         self.engine = eng = backend.loop_engine(self.size)
         self._real = None   # pyFFTW real-FFT buffers and plans of smooth_abs(), made on first use
-        if eng == "torch":
+        if eng == "mkl":
+            self._mkl_fft, self._mkl = import_mkl_fft()
+            self.x = _aligned_zeros(shape, np.complex64)
+            self._w = _aligned_zeros(shape, np.complex64)
+            self._mthreads = backend.threads_for(self.size)
+        elif eng == "torch":
             torch = import_torch()
             # NumPy views of torch tensors (shared memory): the kernels see arrays, torch.fft fills them
             self._xt = torch.zeros(shape, dtype=torch.complex64)
@@ -347,13 +390,28 @@ class Workspace:
                 _save_wisdom()
         return plans
 
+    @contextlib.contextmanager
+    def _mkl_threads(self):
+        """MKL's threads for this workspace, on the calling thread only (``mkl.set_num_threads_local``), restored
+        afterwards (about 1 microsecond)."""
+        before = self._mkl.set_num_threads_local(self._mthreads)
+        try:
+            yield self._mkl_fft
+        finally:
+            self._mkl.set_num_threads_local(before)
+
     def smooth_abs(self, a, kernel):
         """``size * irfftn(rfftn(|a|) * kernel)`` in float32 with this workspace's engine (pyFFTW real plans,
-        or torch.fft), for shrink-wrap in the hot loop: scipy.fft's real transforms cost twice FFTW's here.
+        mkl_fft or torch.fft), for shrink-wrap in the hot loop: scipy.fft's real transforms cost twice FFTW's.
         *a* is real or complex of the workspace's shape, *kernel* a float32 array on the rfft grid.
         Unnormalised (pyFFTW's own 1/N pass costs as much as the transform): a threshold relative to
         the maximum does not need it.  Returns a buffer that the next call overwrites (pyFFTW) or a new
         array (torch)."""
+        if self.engine == "mkl":
+            with self._mkl_threads() as mkl_fft:
+                spec = mkl_fft.rfftn(np.abs(a))
+                spec *= kernel
+                return mkl_fft.irfftn(spec, s=self.shape, norm="forward")
         if self.engine == "torch":
             with torch_threads(self._tthreads) as torch:
                 r = torch.from_numpy(np.abs(a))
@@ -376,6 +434,10 @@ class Workspace:
 
     def forward(self):
         b = self.backend
+        if self.engine == "mkl":
+            with self._mkl_threads() as mkl_fft:
+                mkl_fft.fftn(self.x, out=self._w)
+            return self._w
         if self.engine == "pyfftw":
             self._fwd()
             return self._w
@@ -387,6 +449,12 @@ class Workspace:
 
     def backward(self, buf):
         b = self.backend
+        if self.engine == "mkl":
+            if buf is not self._w:
+                self._w[...] = buf
+            with self._mkl_threads() as mkl_fft:
+                mkl_fft.ifftn(self._w, out=self._w, norm="forward")    # "forward": the inverse unscaled
+            return self._w
         if self.engine == "torch":
             if buf is not self._w:
                 self._w[...] = buf
@@ -407,7 +475,7 @@ class Backend:
     Parameters
     ----------
     name : {"numpy", "cupy"}
-    fft : {"auto", "pyfftw", "scipy", "torch", "cupy"}
+    fft : {"auto", "pyfftw", "scipy", "mkl", "torch", "cupy"}
     threads : int, optional
         FFT threads on the CPU (default: every core this process may use).
     planner_effort : str
@@ -440,6 +508,9 @@ class Backend:
             elif fft == "pyfftw" and not _have_pyfftw():
                 raise CDIError("fft engine 'pyfftw' asked for but pyFFTW is not installed; "
                                "pip install 'cdi-plugins[fast]' or use fft: scipy")
+            elif fft == "mkl" and not _have_mkl_fft():
+                raise CDIError("fft engine 'mkl' asked for but mkl_fft is not installed; "
+                               "pip install 'cdi-plugins[fast]' (x86-64) or use fft: auto")
             self.fft_engine = fft
         self._workspaces: dict[tuple, Workspace] = {}
 
@@ -480,10 +551,14 @@ class Backend:
 
     def loop_engine(self, size: int) -> str:
         """The FFT engine of the hot loop for arrays of *size* elements: ``fft_engine``, except that with
-        ``fft: auto`` and the deterministic planner arrays larger than 64^3 use torch.fft (see TORCH_LOOP)."""
-        if (self.name == "numpy" and self.fft_requested == "auto" and size > TORCH_LOOP
-                and self.planner_effort == DETERMINISTIC_PLANNER and _installed("torch")):
-            return "torch"
+        ``fft: auto`` and the deterministic planner arrays larger than 64^3 use an MKL FFT, mkl_fft where
+        installed, else torch.fft (see MKL_LOOP)."""
+        if (self.name == "numpy" and self.fft_requested == "auto" and size > MKL_LOOP
+                and self.planner_effort == DETERMINISTIC_PLANNER):
+            if _have_mkl_fft():
+                return "mkl"
+            if _installed("torch"):
+                return "torch"
         return self.fft_engine
 
     def workspace(self, shape) -> Workspace:

@@ -59,7 +59,7 @@ def shrink_wrap(backend, obj, sigma: float, threshold: float):
     """
     xp = backend.xp
     ws = backend.existing_workspace(obj.shape)
-    if ws is not None and ws.engine in ("pyfftw", "torch") and sigma > 0:
+    if ws is not None and ws.engine in ("pyfftw", "mkl", "torch") and sigma > 0:
         s = ws.smooth_abs(obj, gaussian_kernel_rfft(backend, obj.shape, sigma))
     else:
         s = smooth(backend, xp.abs(obj), sigma)
