@@ -18,7 +18,7 @@ import numpy as np
 
 from cdi_plugins.errors import CDIError
 
-__all__ = ["OVERSAMPLING_PRESETS", "oversampling", "window_slices", "crop_pad", "fourier_resample"]
+__all__ = ["OVERSAMPLING_PRESETS", "oversampling", "full_from_half", "window_slices", "crop_pad", "fourier_resample"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def oversampling(intensity, mask=None, *, preset: str = "blob", **overrides) -> 
         return (math.nan,) * a.ndim
     above = half > dtype.type(cfg["threshold"]) * peak
     if cfg["region"] == "central":
-        full = np.fft.fftshift(_full_from_half(above, a.shape))
+        full = np.fft.fftshift(full_from_half(above, a.shape))
         from scipy import ndimage
         labels, _ = ndimage.label(full)
         full = labels == labels[tuple(n // 2 for n in a.shape)]
@@ -176,7 +176,7 @@ def _beyond_half(half: np.ndarray, n: int, k: np.ndarray) -> np.ndarray:
     return _reflect_leading(half[..., n - k])
 
 
-def _full_from_half(half: np.ndarray, shape) -> np.ndarray:
+def full_from_half(half: np.ndarray, shape) -> np.ndarray:
     """The full grid (FFT order) of a point-symmetric array given on its Hermitian half."""
     n, h = shape[-1], half.shape[-1]
     out = np.empty(shape, dtype=half.dtype)
@@ -188,7 +188,7 @@ def _full_from_half(half: np.ndarray, shape) -> np.ndarray:
 
 def _gaussian_wrap_half(half: np.ndarray, sigma: float, shape) -> np.ndarray:
     """``scipy.ndimage.gaussian_filter(full, sigma, mode="wrap")`` of a point-symmetric array of *shape*
-    given on its Hermitian half (:func:`_full_from_half`), returned on the half.
+    given on its Hermitian half (:func:`full_from_half`), returned on the half.
 
     The same normalised kernel truncated at 4 sigma, one axis after the other, each as a product with the
     (circulant) matrix of the periodic correlation; along the halved last axis the pixels beyond the half
