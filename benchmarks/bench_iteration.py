@@ -6,8 +6,9 @@ iterations included, as in the default recipe), and the ratio iteration /
 FFT pair.  The goal is an iteration within 1.5x of an FFT pair.  Also prints
 numpy.fft and scipy.fft pairs measured in the same run as reference points,
 and (pyFFTW installed) pyFFTW's pair with its reproducible FFTW_ESTIMATE plans
-and with timed FFTW_MEASURE plans (the hot loop runs on torch.fft above 64^3
-with fft: auto, on pyFFTW up to 64^3).
+and with timed FFTW_MEASURE plans, and (torch installed) torch.fft's pair (the
+hot loop runs on mkl_fft above 64^3 with fft: auto, on torch.fft without it, on
+pyFFTW up to 64^3).
 Each row says the threads actually used at that size: the FFT's (the backend
 runs arrays up to 64^3 on one thread) and the elementwise kernels' (the same),
 with the kernel implementation (numba, numpy, cupy); the header says the
@@ -114,10 +115,13 @@ def main(argv=None) -> int:
           f"median of {args.repeats} x {args.iterations} iterations, {'CPU' if args.cpu else 'wall'} time")
     head = f"{'size':>6} {'loop fft; kernels, threads fft/kernels':>40} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
     fftw_ref = not args.no_reference and be.name == "numpy" and fft_engines()["pyfftw"] == "ok"
+    torch_ref = not args.no_reference and be.name == "numpy" and fft_engines()["torch"] == "ok"
     if not args.no_reference:
         head += f" {'numpy.fft ms':>12} {'scipy.fft ms':>12}"
         if fftw_ref:
             head += f" {'ESTIMATE pair ms':>17} {'MEASURE pair ms':>16}"
+        if torch_ref:
+            head += f" {'torch pair ms':>14}"
     print(head)
     for n in args.sizes:
         sim = simulate_crystal(n, seed=0, counts=1e9, noise=False)
@@ -130,16 +134,17 @@ def main(argv=None) -> int:
             be.synchronize()
 
         t_fft = median_time(fft_pair, args.repeats, inner=max(1, args.iterations // 2))
-        t_fftw = {}
-        if fftw_ref:
-            # pyFFTW's pair with rule-made (FFTW_ESTIMATE, reproducible) and timed (FFTW_MEASURE) plans, same
-            # threads: what the loop's engine is measured against
-            for effort in ("FFTW_ESTIMATE", "FFTW_MEASURE"):
-                wm = get_backend(be.name, fft="pyfftw", threads=args.threads,
-                                 planner_effort=effort).workspace(problem.shape)
-                wm.x[...] = ws.x
-                t_fftw[effort] = median_time(lambda: wm.backward(wm.forward()), args.repeats,
-                                             inner=max(1, args.iterations // 2))
+        t_ref = {}
+        # pyFFTW's pair with rule-made (FFTW_ESTIMATE, reproducible) and timed (FFTW_MEASURE) plans, and
+        # torch.fft's, same threads and the same workspace code: what the loop's engine is measured against
+        refs = [("pyfftw", e) for e in ("FFTW_ESTIMATE", "FFTW_MEASURE") if fftw_ref] + \
+            [("torch", None)] * torch_ref
+        for engine, effort in refs:
+            wm = get_backend(be.name, fft=engine, threads=args.threads,
+                             planner_effort=effort).workspace(problem.shape)
+            wm.x[...] = ws.x
+            t_ref[effort or engine] = median_time(lambda: wm.backward(wm.forward()), args.repeats,
+                                                  inner=max(1, args.iterations // 2))
         times = {}
         for name in ("er", "hio", "raar"):
             spec = reg.get(name)
@@ -175,8 +180,10 @@ def main(argv=None) -> int:
             t_sp = median_time(lambda: scipy.fft.ifftn(scipy.fft.fftn(a, workers=be.threads), workers=be.threads),
                                args.repeats)
             row += f" {t_np * 1e3:>12.2f} {t_sp * 1e3:>12.2f}"
-            if t_fftw:
-                row += f" {t_fftw['FFTW_ESTIMATE'] * 1e3:>17.2f} {t_fftw['FFTW_MEASURE'] * 1e3:>16.2f}"
+            if fftw_ref:
+                row += f" {t_ref['FFTW_ESTIMATE'] * 1e3:>17.2f} {t_ref['FFTW_MEASURE'] * 1e3:>16.2f}"
+            if torch_ref:
+                row += f" {t_ref['torch'] * 1e3:>14.2f}"
         print(row, flush=True)
     return 0
 

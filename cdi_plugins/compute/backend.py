@@ -405,7 +405,7 @@ class Workspace:
         mkl_fft or torch.fft), for shrink-wrap in the hot loop: scipy.fft's real transforms cost twice FFTW's.
         *a* is real or complex of the workspace's shape, *kernel* a float32 array on the rfft grid.
         Unnormalised (pyFFTW's own 1/N pass costs as much as the transform): a threshold relative to
-        the maximum does not need it.  Returns a buffer that the next call overwrites (pyFFTW) or a new
+        the maximum does not need it.  Returns a buffer that the next call overwrites (pyFFTW, mkl) or a new
         array (torch)."""
         if self.engine == "mkl":
             # complex transforms in a buffer of this workspace: mkl_fft's real N-d transforms loop over 2-D
