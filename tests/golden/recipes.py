@@ -46,7 +46,9 @@ def fingerprint() -> dict:
     except ImportError:  # NumPy < 2
         from numpy.core._multiarray_umath import __cpu_features__ as feats
     out = {"machine": platform.machine(), "cpu_features": sorted(k for k, v in feats.items() if v)}
-    for name in ("numpy", "scipy", "torch"):
+    # numba: the AD step's CPU fast path runs numba kernels whenever numba is installed (the iterative steps
+    # of these recipes, all up to 64^3, run the NumPy reference)
+    for name in ("numpy", "scipy", "torch", "numba"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -84,7 +86,8 @@ def run_recipe(name: str, kernels: str = "auto") -> dict:
     """{dataset: Result} of one recipe run the pinned way, in this process.
 
     *kernels* pins the elementwise kernels (compute/kernels.py, ``CDI_PLUGINS_KERNELS``); ``auto``
-    runs every recipe here (all up to 64^3) on the NumPy reference, so numba is not in the fingerprint.
+    runs every recipe's iterative steps here (all up to 64^3) on the NumPy reference; the AD step's fast
+    path uses numba, which is why numba's version is in the fingerprint.
     """
     import torch
 
