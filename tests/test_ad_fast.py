@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cdi_plugins import CDIError  # noqa: E402
 from cdi_plugins.core.state import Problem  # noqa: E402
 from cdi_plugins.algorithms.ad import model as ad_model  # noqa: E402
 from cdi_plugins.algorithms.ad import optimizers as ad_optimizers  # noqa: E402
@@ -107,6 +108,10 @@ def test_the_fast_path_is_taken_only_where_it_applies(kernels, noisy, monkeypatc
     assert _refiner(prob, start, tv_weight=0.01).kernels is None
     monkeypatch.setenv("CDI_PLUGINS_KERNELS", "numpy")
     assert _refiner(prob, start).kernels is None
+    # a misspelt switch is an error here too, as in the iterative steps, not silently the fast path
+    monkeypatch.setenv("CDI_PLUGINS_KERNELS", "nupmy")
+    with pytest.raises(CDIError, match="unknown kernel implementation 'nupmy'"):
+        _refiner(prob, start)
 
 
 def test_without_numba_the_refiner_falls_back_to_autograd(noisy, monkeypatch):

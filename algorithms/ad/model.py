@@ -74,12 +74,12 @@ import functools
 import itertools
 import logging
 import math
-import os
 
 import numpy as np
 import torch
 
 from cdi_plugins.core import CDIError
+from cdi_plugins.compute.kernels import requested_kernels
 from cdi_plugins.compute.support import problem_cache
 
 from cdi_plugins.algorithms.ad.plugin import LOSSES
@@ -111,7 +111,7 @@ def fast_kernels(device, loss: str, tv_weight: float):
     """
     if device.type != "cpu" or loss not in FAST_LOSSES or tv_weight:
         return None
-    if (os.environ.get("CDI_PLUGINS_KERNELS") or "").strip().lower() == "numpy":
+    if requested_kernels() == "numpy":     # an unknown value is a CDIError, as in the iterative steps
         return None
     return _import_kernels()
 

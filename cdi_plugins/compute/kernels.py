@@ -39,7 +39,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["KernelWork", "project_modulus", "update_object", "kernel_impl", "numba_status", "effective_threads",
+__all__ = ["KernelWork", "project_modulus", "update_object", "kernel_impl", "requested_kernels", "numba_status",
+           "effective_threads",
            "TINY"]
 
 log = logging.getLogger("cdi_plugins.kernels")
@@ -137,6 +138,22 @@ def _cupy_kernels():
 NUMBA_MIN_SIZE = 64 ** 3 + 1   # auto: numba from this many elements on (see kernel_impl)
 
 
+def requested_kernels() -> str:
+    """``CDI_PLUGINS_KERNELS`` (``auto`` when unset), checked without importing any kernel.
+
+    Raises
+    ------
+    CDIError
+        A value that is not one of :data:`IMPLS`.
+    """
+    requested = os.environ.get("CDI_PLUGINS_KERNELS") or "auto"
+    if requested not in IMPLS:
+        from cdi_plugins.errors import CDIError
+        raise CDIError(f"unknown kernel implementation {requested!r} (CDI_PLUGINS_KERNELS); "
+                       f"choose one of {', '.join(IMPLS)}")
+    return requested
+
+
 def kernel_impl(xp, requested: str = "auto", size: int | None = None) -> str:
     """The implementation :class:`KernelWork` uses for the array module *xp* and arrays of *size* elements.
 
@@ -149,7 +166,7 @@ def kernel_impl(xp, requested: str = "auto", size: int | None = None) -> str:
     ``CDI_PLUGINS_KERNELS=numba`` uses them at every size (many runs in one process).
     """
     if requested == "auto":
-        requested = os.environ.get("CDI_PLUGINS_KERNELS") or "auto"
+        requested = requested_kernels()
     if requested not in IMPLS:
         from cdi_plugins.errors import CDIError
         raise CDIError(f"unknown kernel implementation {requested!r} (CDI_PLUGINS_KERNELS); "
