@@ -22,6 +22,7 @@ from cdi_plugins.errors import CDIError
 from cdi_plugins.compute.fourier import oversampling
 from cdi_plugins.physics.prepare import is_noop, prepare
 from cdi_plugins.recipe import DatasetPlan, Recipe, load_recipe
+from cdi_plugins.recipe.overrides import override_pairs
 from cdi_plugins.core.result import Result
 from cdi_plugins.core.state import Problem
 
@@ -445,8 +446,8 @@ def run(recipe, data: Any = None, *, dataset: str | None = None, overrides=(),
         Overrides the recipe's data source (the intensity; mask settings still apply).
     dataset : str, optional
         Which dataset of a multi-dataset recipe to run.
-    overrides : list of (key, value)
-        Dotted-path overrides, as ``cdi run --set``.
+    overrides : mapping or list of (key, value)
+        Dotted-path overrides, as ``cdi run --set``: ``{"runs": 8, "params.hio.beta": 0.8}``.
     progress : callable, optional
         Receives ``progress(step=, algorithm=, iteration=, total=, chi2=)`` events.
     write : bool, default True
@@ -467,7 +468,7 @@ def run(recipe, data: Any = None, *, dataset: str | None = None, overrides=(),
     if data is not None:
         data_path = os.path.abspath(os.fspath(data)) if isinstance(data, (str, os.PathLike)) else "<array>"
     with input_scope():
-        rec: Recipe = load_recipe(recipe, overrides=list(overrides), data=data_path)
+        rec: Recipe = load_recipe(recipe, overrides=overrides, data=data_path)
         plan = rec.dataset(dataset)
         job = plan_jobs(rec, dataset=plan.name)[0] if write and plan.output.wanted else None
         if job is not None:
@@ -484,7 +485,7 @@ def run_all(recipe, *, overrides=(), progress=None, write: bool = True) -> dict[
     ``output:`` is written as :func:`run` does (all outputs are checked before the first dataset runs)."""
     from cdi_plugins.io.atomic import input_scope
     with input_scope():
-        rec = load_recipe(recipe, overrides=list(overrides))
+        rec = load_recipe(recipe, overrides=overrides)
         jobs = {j.plan.name: j for j in plan_jobs(rec)} if write else {}
         jobs = {name: j for name, j in jobs.items() if j.plan.output.wanted}
         check_outputs(list(jobs.values()))
@@ -502,7 +503,7 @@ def problems(recipe, *, overrides=()) -> dict[str, Problem]:
     its first step; returns ``{dataset name: Problem}``.  For plugin commands that work on a recipe's
     data (``cdi adapt``) without running its steps.  The files read are noted as inputs
     (:func:`cdi_plugins.io.atomic.note_input`) in the caller's input scope."""
-    rec = load_recipe(recipe, overrides=list(overrides))
+    rec = load_recipe(recipe, overrides=overrides)
     return {plan.name: build_problem(plan) for plan in rec.datasets}
 
 
@@ -536,7 +537,7 @@ def compare(recipes, *, data: Any = None, overrides=(), progress_for: Callable[[
         Recipe files; their labels are the file stems (the path when two stems collide).
     data : str or path, optional
         The data every recipe runs on; without it every recipe must describe the same measurement.
-    overrides : list of (key, value)
+    overrides : mapping or list of (key, value)
         Applied to every recipe, as ``cdi compare --set``.
     progress_for : callable, optional
         ``progress_for(label, plan)`` returns a progress callback (and may have a ``close()``) per run.
@@ -547,9 +548,10 @@ def compare(recipes, *, data: Any = None, overrides=(), progress_for: Callable[[
         Naming the recipe, when one has several datasets or (without *data*) describes other data.
     """
     data = os.path.abspath(os.fspath(data)) if data is not None else None
+    overrides = override_pairs(overrides)     # once: an iterator would be used up by the first recipe
     plans = []
     for path in recipes:
-        rec = load_recipe(path, overrides=list(overrides), data=data)
+        rec = load_recipe(path, overrides=overrides, data=data)
         if len(rec.datasets) != 1:
             raise CDIError("compare runs recipes with one dataset; pass --data to choose the data", path)
         plans.append((path, rec.datasets[0]))

@@ -39,6 +39,23 @@ def test_set_style_overrides():
     assert [d.steps[1].params["beta"] for d in rec.datasets] == [0.3, 0.3, 0.75]  # c's raar keeps its own
 
 
+def test_api_overrides_take_a_mapping_and_refuse_anything_else_in_one_line():
+    """``cdi_plugins.run(recipe, overrides={"runs": 8})`` is what a Python user writes first: it works like
+    the (key, value) pairs of --set; a malformed item is a CDIError naming it, not a ValueError traceback."""
+    import numpy as np
+
+    import cdi_plugins
+    plan = load_recipe(BASE, overrides={"params.hio.beta": 0.5, "seed": 9}).dataset()
+    assert {s.params["beta"] for s in plan.steps if s.name == "hio"} == {0.5} and plan.seed == 9
+    for bad, item in ((["seed"], "item 0 is 'seed'"), ([("seed", 1, 2)], "item 0 is \\('seed', 1, 2\\)"),
+                      ("seed=9", "the string 'seed=9'"), ([(3, 1)], "item 0 is \\(3, 1\\)")):
+        with pytest.raises(CDIError, match="overrides must be a mapping or \\(key, value\\) pairs.*" + item):
+            load_recipe(BASE, overrides=bad)
+    r = cdi_plugins.run({"data": {"path": "<array>"}, "steps": "3*ER"}, data=np.ones((16, 16, 16), np.float32),
+                        overrides={"seed": 4}, write=False)
+    assert r.metadata["seed"] == 4
+
+
 def test_parse_set_and_apply_set():
     assert parse_set("params.hio.beta=0.8") == ("params.hio.beta", 0.8)
     assert parse_set("steps=3*(20*ER+180*HIO)") == ("steps", "3*(20*ER+180*HIO)")

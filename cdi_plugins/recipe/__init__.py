@@ -14,7 +14,7 @@ Shape of a recipe (every key but ``steps`` optional)::
       prepare: {threshold: 2, centre: max, shape: auto}   # see cdi_plugins.physics.prepare
     # data: {simulate: {shape: 64, seed: 1}}     ... or a simulated crystal
     backend: auto               # auto | numpy | cupy
-    fft: auto                   # auto | pyfftw | scipy | cupy
+    fft: auto                   # auto | pyfftw | scipy | mkl | torch | cupy
     threads: null               # CPU FFT threads (null: all cores)
     seed: 0                     # random start; same seed -> same result
     runs: 1                     # independent random starts; the best is kept (select)

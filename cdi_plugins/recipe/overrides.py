@@ -9,7 +9,24 @@ from typing import Any
 from cdi_plugins.errors import CDIError
 from cdi_plugins.recipe.loader import _plain, _yaml_load
 
-__all__ = ["parse_set", "apply_set"]
+__all__ = ["parse_set", "apply_set", "override_pairs"]
+
+
+def override_pairs(overrides) -> list[tuple[str, Any]]:
+    """The API's *overrides* as ``[(key, value), ...]``: a mapping ``{"runs": 8}`` or ``(key, value)`` pairs
+    (what ``--set`` gives); anything else is a CDIError naming the item (one line, not a traceback)."""
+    from collections.abc import Mapping
+    if isinstance(overrides, Mapping):
+        overrides = overrides.items()
+    elif isinstance(overrides, (str, bytes)):
+        raise CDIError(f"overrides must be a mapping or (key, value) pairs, got the string {overrides!r}")
+    out = []
+    for i, item in enumerate(overrides):
+        if (not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[0], str)
+                or not item[0].strip()):
+            raise CDIError(f"overrides must be a mapping or (key, value) pairs; item {i} is {item!r}")
+        out.append((item[0], item[1]))
+    return out
 
 
 def parse_set(item: str) -> tuple[str, Any]:

@@ -17,7 +17,7 @@ from cdi_plugins.runs.execute import Step
 from cdi_plugins.errors import CDIError
 from cdi_plugins.recipe.loader import _plain, read_recipe
 from cdi_plugins.recipe.location import _key_parts, _Overlay, _Where
-from cdi_plugins.recipe.overrides import _merge, apply_set
+from cdi_plugins.recipe.overrides import _merge, apply_set, override_pairs
 from cdi_plugins.physics.scan import SCAN_KEYS
 from cdi_plugins.recipe.schema import (TOP_KEYS, check_keys, check_top, dataset_entries, validate_data,
                                        validate_defaults, validate_output, validate_postprocess,
@@ -157,7 +157,7 @@ def load_recipe(recipe, *, overrides: list[tuple[str, Any]] = (), registry: Regi
     ----------
     recipe : str, os.PathLike or dict
         A path to a YAML file, a YAML string, or an already-parsed mapping.
-    overrides : list of (key, value)
+    overrides : mapping or list of (key, value)
         Dotted-path overrides applied to every dataset (``--set``).
     registry : Registry, optional
         Where algorithm names are looked up (default: the process registry).
@@ -168,6 +168,7 @@ def load_recipe(recipe, *, overrides: list[tuple[str, Any]] = (), registry: Regi
         (``cdi run --data``); the recipe's mask and free-pixel settings still apply.
         ``"<array>"`` means the caller passes an array.
     """
+    overrides = override_pairs(overrides)
     registry = registry or get_registry()
     doc, text, source, base_dir = read_recipe(recipe)
     if data is not None and data != "<array>" and not os.path.exists(data):
