@@ -19,6 +19,7 @@ pyFFTW planner.
     CDI_PLUGINS_KERNELS=numpy python benchmarks/bench_iteration.py     # the NumPy reference kernels
     python benchmarks/bench_iteration.py --passes --sizes 64 128 --repeats 7   # CPU ms of each pass
     python benchmarks/bench_iteration.py --cpu --threads 1      # CPU-time ratios, one thread: robust to load
+    python benchmarks/bench_iteration.py --breakdown --sizes 128 --iterations 300   # where an iteration goes
 
 Ratios are measured in one process so the machine's load affects both sides;
 still, run it on a quiet machine and quote medians.
@@ -77,6 +78,60 @@ def passes(sizes, repeats: int) -> None:
         print(row, flush=True)
 
 
+def breakdown(args) -> None:
+    """Where the time of an iteration goes inside a recipe: each call of the loop's FFTs, of the two
+    elementwise passes and of shrink-wrap is timed (wall) in a run of ``20*ER + N*HIO`` on a simulated
+    crystal, after a warm-up run of the same recipe in this process."""
+    import collections
+    import importlib
+
+    import cdi_plugins
+    from cdi_plugins.compute import backend as B
+    from cdi_plugins.physics.simulate import simulate_crystal
+    it = importlib.import_module("cdi_plugins.algorithms.iterative")   # the plugin's own names are patched
+    total, calls, saved = collections.defaultdict(float), collections.Counter(), []
+
+    def timed(owner, name, label):
+        fn = getattr(owner, name)
+        saved.append((owner, name, fn))
+
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                total[label] += time.perf_counter() - t0
+                calls[label] += 1
+        setattr(owner, name, wrapper)
+
+    labels = ("FFT forward", "FFT inverse", "modulus pass", "update pass", "shrink-wrap")
+    for owner, name, label in zip((B.Workspace, B.Workspace, it, it, it),
+                                  ("forward", "backward", "project_modulus", "update_object", "shrink_wrap"), labels):
+        timed(owner, name, label)
+    try:
+        print(f"where an iteration goes: 20*ER+{args.iterations}*HIO on a simulated crystal, fft {args.fft}, "
+              "wall ms (per call, and per iteration over the whole run)")
+        for n in args.sizes:
+            sim = simulate_crystal(n, seed=0, counts=1e9, noise=False)
+            recipe = {"data": {"path": "<array>"}, "seed": 0, "fft": args.fft, "threads": args.threads,
+                      "steps": f"20*ER+{args.iterations}*HIO"}
+            cdi_plugins.run(recipe, data=sim["intensity"], write=False)          # warm-up: imports, plans
+            total.clear()
+            calls.clear()
+            t0 = time.perf_counter()
+            r = cdi_plugins.run(recipe, data=sim["intensity"], write=False)
+            wall = time.perf_counter() - t0
+            its = 20 + args.iterations
+            parts = "  ".join(f"{k} {1e3 * total[k] / max(calls[k], 1):.2f} ({1e3 * total[k] / its:.2f})"
+                              for k in labels)
+            rest = wall - sum(total.values())
+            print(f"{n:>5}^3 {r.metadata.get('fft')}, {r.metadata.get('threads')} threads: {parts}  "
+                  f"other {1e3 * rest / its:.2f}  whole run {1e3 * wall / its:.2f}", flush=True)
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
@@ -88,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-reference", action="store_true", help="skip the numpy.fft / scipy.fft reference pairs")
     ap.add_argument("--passes", action="store_true",
                     help="only the CPU time of each elementwise pass, NumPy reference against numba")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="time each FFT, elementwise pass and shrink-wrap inside a 20*ER + ITERATIONS*HIO run")
     ap.add_argument("--cpu", action="store_true",
                     help="process CPU time instead of wall time (with --threads 1: the work ratio, robust to load)")
     args = ap.parse_args(argv)
@@ -96,6 +153,9 @@ def main(argv=None) -> int:
         CLOCK = time.process_time
     if args.passes:
         passes(args.sizes, args.repeats)
+        return 0
+    if args.breakdown:
+        breakdown(args)
         return 0
 
     import scipy.fft

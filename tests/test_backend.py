@@ -264,21 +264,36 @@ def test_torch_is_loaded_only_by_a_run_that_loops_on_it():
     assert out.split() == ["False", str(big == "torch"), big]
 
 
-def test_shrink_wrap_on_the_workspace_plans_matches_scipy():
-    """Shrink-wrap in the hot loop runs on the workspace's pyFFTW real plans: the same support as scipy.fft's."""
-    pytest.importorskip("pyfftw")
-    from cdi_plugins.compute.backend import Backend
-    from cdi_plugins.compute.support import shrink_wrap
+def _noisy_blob(shape=(24, 20, 18)):
+    """A Gaussian blob with a random phase and noise: a support that shrink-wrap can find (complex64)."""
     rng = np.random.default_rng(3)
-    shape = (24, 20, 18)
     z, y, x = np.indices(shape)
     blob = np.exp(-((z - 12) ** 2 / 30 + (y - 10) ** 2 / 20 + (x - 9) ** 2 / 15))
-    obj = (blob * np.exp(1j * rng.uniform(-3, 3, shape)) + 0.05 * rng.standard_normal(shape)).astype(np.complex64)
-    fast = Backend("numpy", fft="pyfftw", threads=1)
-    ws = fast.workspace(shape)
+    return (blob * np.exp(1j * rng.uniform(-3, 3, shape)) + 0.05 * rng.standard_normal(shape)).astype(np.complex64)
+
+
+@pytest.mark.parametrize("engine, kernels", [("pyfftw", None), ("mkl", "numba"), ("mkl", "numpy")])
+def test_shrink_wrap_on_the_workspace_matches_scipy(engine, kernels, monkeypatch):
+    """Shrink-wrap in the hot loop smooths on the workspace's transforms: pyFFTW's real plans, or on the mkl
+    engine complex transforms in a workspace buffer, whose |a|, kernel product and threshold run as fused passes
+    on every core with the numba kernels (smoothed_support) and are thresholded from smooth_abs with the NumPy
+    ones: the same support as scipy.fft's in every case."""
+    pytest.importorskip({"mkl": "mkl_fft"}.get(engine, engine))
+    if kernels:
+        pytest.importorskip(kernels)
+        monkeypatch.setenv("CDI_PLUGINS_KERNELS", kernels)
+    from cdi_plugins.compute.backend import Backend
+    from cdi_plugins.compute.support import shrink_wrap
+    obj = _noisy_blob()
+    fast = Backend("numpy", fft=engine, threads=2)
+    ws = fast.workspace(obj.shape)
     ref = shrink_wrap(get_backend("numpy", fft="scipy", threads=1), obj, 1.3, 0.3)
     got = shrink_wrap(fast, obj, 1.3, 0.3)
-    assert ws._real is not None                       # the workspace's plans were used
-    assert got.dtype == bool and got.shape == shape
+    assert ws._real is not None                       # the workspace's buffers (and plans) were used
+    assert ws._swork is None if engine == "pyfftw" else ws._swork.impl == kernels
+    assert got.dtype == bool and got.shape == obj.shape
     assert 0.02 < ref.mean() < 0.9
     assert (got != ref).sum() <= 2                    # rounding may flip a voxel sitting on the threshold
+    if engine == "mkl":   # a real input is thresholded from smooth_abs, with the same result
+        assert ws.smoothed_support(np.abs(obj), ws._real[1], 0.3) is None
+        assert (shrink_wrap(fast, np.abs(obj), 1.3, 0.3) != got).sum() <= 2

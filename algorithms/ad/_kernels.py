@@ -201,35 +201,3 @@ def gd(pr, gr, vr, idx, k, mu):
             v = vr[h] * mu + kg
             vr[h] = v
             pr[h] = (pr[h] + kg) + mu * v
-
-
-# ---- shrink-wrap's passes (no sums: no chunks) -------------------------------------------------------
-
-@_jit
-def modulus(xr, zr):
-    """|x| of the float32 view *xr* into the complex buffer *zr* (real part; imaginary part 0)."""
-    for i in range(zr.size // 2):
-        re = xr[2 * i]
-        im = xr[2 * i + 1]
-        zr[2 * i] = math.sqrt(re * re + im * im)
-        zr[2 * i + 1] = np.float32(0)
-
-
-@_jit
-def multiply(zr, g):
-    """The complex view *zr* times the real array *g*, in place."""
-    for i in range(g.size):
-        zr[2 * i] = zr[2 * i] * g[i]
-        zr[2 * i + 1] = zr[2 * i + 1] * g[i]
-
-
-@_jit
-def threshold(zr, fraction, out):
-    """*out* = real part of *zr* above *fraction* (float32) of its maximum."""
-    n = out.size
-    top = zr[0]
-    for i in range(1, n):
-        top = max(top, zr[2 * i])
-    cut = fraction * top
-    for i in range(n):
-        out[i] = zr[2 * i] > cut

@@ -79,6 +79,7 @@ import numpy as np
 import torch
 
 from cdi_plugins.core import CDIError
+from cdi_plugins.compute import kernels as ck
 from cdi_plugins.compute.kernels import requested_kernels
 from cdi_plugins.compute.support import problem_cache
 
@@ -524,15 +525,16 @@ def _flat(t):
 
 
 def _shrink_wrap_fast(x, sigma, threshold, kernels):
+    """Shrink-wrap on the CPU fast path: the framework's fused passes (compute.kernels: |x| into a complex
+    buffer, the Gaussian's product, the threshold) on torch's threads, around torch.fft."""
+    work = ck.KernelWork(np, x.shape, feedback=False, threads=torch.get_num_threads(), impl="numba")
     z = torch.empty(x.shape, dtype=torch.complex64)
-    kernels.modulus(_flat(x), _flat(z))
+    ck.abs_into(work, z.numpy(), x.detach().contiguous().numpy())
     if sigma > 0:
         z = torch.fft.fftn(z)
-        kernels.multiply(_flat(z), _flat(_gaussian(x.shape, sigma, x.device, full=True)))
+        ck.scale_by(work, z.numpy(), _gaussian(x.shape, sigma, x.device, full=True).numpy())
         z = torch.fft.ifftn(z)
-    out = np.empty(x.shape, dtype=bool)
-    kernels.threshold(_flat(z), np.float32(threshold), out.reshape(-1))
-    return torch.from_numpy(out)
+    return torch.from_numpy(ck.above_fraction(work, z.numpy(), threshold))
 
 
 # --------------------------------------------------------------------------------------------

@@ -124,5 +124,81 @@ def update_er(xr, pr, mask):
         _update_er_chunk(xr[2 * lo:2 * hi], pr[2 * lo:2 * hi], mask[lo:hi])
 
 
+# ---- shrink-wrap on the mkl engine: |a| into a complex buffer, the Fourier-space kernel, the threshold --------
+
+def _abs_chunk(cr, ar):
+    for i in range(cr.size // 2):
+        re = ar[2 * i]
+        im = ar[2 * i + 1]
+        cr[2 * i] = math.sqrt(re * re + im * im)
+        cr[2 * i + 1] = np.float32(0)
+
+
+def _scale_chunk(cr, k):
+    for j in range(cr.size):
+        cr[j] = cr[j] * k[j >> 1]
+
+
+def _max_chunk(cr):
+    m = cr[0]
+    for i in range(1, cr.size // 2):
+        v = cr[2 * i]
+        if v > m:
+            m = v
+    return m
+
+
+def _above_chunk(out, cr, thr):
+    for i in range(out.size):
+        out[i] = cr[2 * i] > thr
+
+
+_abs_chunk = _jit(_abs_chunk)
+_scale_chunk = _jit(_scale_chunk)
+_max_chunk = _jit(_max_chunk)
+_above_chunk = _jit(_above_chunk)
+
+
+def abs_complex(cr, ar):
+    """``c <- |a| + 0j`` (float32 views of two complex arrays)."""
+    n = cr.size // 2
+    step = (n + NCHUNK - 1) // NCHUNK
+    for c in prange(NCHUNK):
+        lo = min(n, c * step)
+        hi = min(n, lo + step)
+        _abs_chunk(cr[2 * lo:2 * hi], ar[2 * lo:2 * hi])
+
+
+def scale_real(cr, k):
+    """``c <- c * k`` (a complex array's float32 view, a real float32 array)."""
+    n = k.size
+    step = (n + NCHUNK - 1) // NCHUNK
+    for c in prange(NCHUNK):
+        lo = min(n, c * step)
+        hi = min(n, lo + step)
+        _scale_chunk(cr[2 * lo:2 * hi], k[lo:hi])
+
+
+def above_fraction(out, cr, frac, partial):
+    """``out <- c.real > frac * max(c.real)`` (frac * max in float32, as NumPy computes it)."""
+    n = out.size
+    step = (n + NCHUNK - 1) // NCHUNK
+    for c in prange(NCHUNK):
+        lo = min(n, c * step)
+        hi = min(n, lo + step)
+        partial[c] = _max_chunk(cr[2 * lo:2 * hi]) if hi > lo else -np.inf
+    m = partial[0]
+    for c in range(1, NCHUNK):
+        if partial[c] > m:
+            m = partial[c]
+    thr = frac * np.float32(m)
+    for c in prange(NCHUNK):
+        lo = min(n, c * step)
+        hi = min(n, lo + step)
+        _above_chunk(out[lo:hi], cr[2 * lo:2 * hi], thr)
+
+
 KERNELS = {name: (_jit(fn, parallel=True), _jit(fn, suffix="_serial"))
-           for name, fn in (("modulus", modulus), ("update", update), ("update_er", update_er))}
+           for name, fn in (("modulus", modulus), ("update", update), ("update_er", update_er),
+                            ("abs_complex", abs_complex), ("scale_real", scale_real),
+                            ("above_fraction", above_fraction))}

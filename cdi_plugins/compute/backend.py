@@ -340,6 +340,7 @@ class Workspace:
         xp = backend.xp
         self.engine = eng = backend.loop_engine(self.size)
         self._real = None   # smooth_abs()'s buffers (and pyFFTW plans), made on first use
+        self._swork = None  # smoothed_support()'s KernelWork (mkl engine), made on first use
         if eng == "mkl":
             self._mkl_fft, self._mkl = import_mkl_fft()
             self.x = _aligned_zeros(shape, np.complex64)
@@ -400,6 +401,34 @@ class Workspace:
         finally:
             self._mkl.set_num_threads_local(before)
 
+    def _mkl_smoothing(self, kernel):
+        """mkl engine: the complex buffer of the smoothing and *kernel* on the full grid (made once each)."""
+        if self._real is None:
+            self._real = [_aligned_zeros(self.shape, np.complex64), None, None]
+        c, k_half, k_full = self._real
+        if k_half is not kernel:
+            from cdi_plugins.compute.fourier import full_from_half
+            k_full = full_from_half(kernel, self.shape)
+            self._real[1:] = [kernel, k_full]
+        return c, k_full
+
+    def smoothed_support(self, a, kernel, threshold: float):
+        """Shrink-wrap's new support, ``smooth_abs(a, kernel) > threshold * max``, in fused multi-threaded
+        passes (:func:`kernels.smoothed_support`) where that applies: the mkl engine with the numba kernels and
+        a C-contiguous complex64 *a*.  Returns None elsewhere (the caller then thresholds :meth:`smooth_abs`)."""
+        if (self.engine != "mkl" or a.dtype != np.complex64 or not a.flags.c_contiguous
+                or a.shape != self.shape):
+            return None
+        from cdi_plugins.compute import kernels
+        if self._swork is None:
+            self._swork = kernels.KernelWork(np, self.shape, feedback=False, threads=self._mthreads)
+        if self._swork.impl != "numba":
+            return None
+        c, k_full = self._mkl_smoothing(kernel)
+        with self._mkl_threads() as mkl_fft:
+            return kernels.smoothed_support(self._swork, a, c, k_full, lambda b: mkl_fft.fftn(b, out=b),
+                                            lambda b: mkl_fft.ifftn(b, out=b, norm="forward"), threshold)
+
     def smooth_abs(self, a, kernel):
         """``size * irfftn(rfftn(|a|) * kernel)`` in float32 with this workspace's engine (pyFFTW real plans,
         mkl_fft or torch.fft), for shrink-wrap in the hot loop: scipy.fft's real transforms cost twice FFTW's.
@@ -410,13 +439,7 @@ class Workspace:
         if self.engine == "mkl":
             # complex transforms in a buffer of this workspace: mkl_fft's real N-d transforms loop over 2-D
             # slices in Python (a 128^3 pair took 37 ms against 8 ms for the complex one)
-            if self._real is None:
-                self._real = [_aligned_zeros(self.shape, np.complex64), None, None]
-            c, k_half, k_full = self._real
-            if k_half is not kernel:
-                from cdi_plugins.compute.fourier import full_from_half
-                k_full = full_from_half(kernel, self.shape)
-                self._real[1:] = [kernel, k_full]
+            c, k_full = self._mkl_smoothing(kernel)
             np.abs(a, out=c.real)
             c.imag[...] = 0
             with self._mkl_threads() as mkl_fft:

@@ -39,8 +39,9 @@ import threading
 
 import numpy as np
 
-__all__ = ["KernelWork", "project_modulus", "update_object", "kernel_impl", "requested_kernels", "numba_status",
-           "effective_threads",
+__all__ = ["KernelWork", "project_modulus", "update_object", "abs_into", "scale_by", "above_fraction",
+           "smoothed_support", "kernel_impl",
+           "requested_kernels", "numba_status", "effective_threads",
            "TINY"]
 
 log = logging.getLogger("cdi_plugins.kernels")
@@ -295,6 +296,47 @@ def project_modulus(work: KernelWork, F, d, dN, inv_n, unc_idx):
         r.reshape(-1)[unc_idx] = inv_n  # unconstrained: keep F (just undo the 1/N)
     F *= r
     return chi
+
+
+def _numba_only(work: KernelWork, what: str) -> None:
+    if work.impl != "numba":
+        from cdi_plugins.errors import CDIError
+        raise CDIError(f"{what} runs on the numba kernels only (this KernelWork's are {work.impl!r})")
+
+
+def abs_into(work: KernelWork, c, a) -> None:
+    """``c <- |a| + 0j`` for C-contiguous complex64 arrays *c* and *a* of one size (numba kernels; |a| as
+    ``sqrt(re^2 + im^2)`` in float32)."""
+    _numba_only(work, "abs_into")
+    _call_numba(work, "abs_complex", _f32(c), _f32(a))
+
+
+def scale_by(work: KernelWork, c, k) -> None:
+    """``c <- c * k`` for a C-contiguous complex64 *c* and a float32 *k* of as many elements (numba kernels)."""
+    _numba_only(work, "scale_by")
+    _call_numba(work, "scale_real", _f32(c), k.reshape(-1))
+
+
+def above_fraction(work: KernelWork, c, fraction: float, out=None):
+    """``c.real > fraction * max(c.real)`` as a bool array of *c*'s shape (or into *out*): the product in
+    float32, as NumPy forms it (numba kernels)."""
+    _numba_only(work, "above_fraction")
+    if out is None:
+        out = np.empty(c.shape, dtype=bool)
+    _call_numba(work, "above_fraction", out.reshape(-1), _f32(c), np.float32(fraction), work.partial)
+    return out
+
+
+def smoothed_support(work: KernelWork, a, c, kernel, forward, inverse, threshold: float):
+    """Shrink-wrap's support through complex FFTs in the buffer *c*: ``c <- |a|``, ``forward(c)``,
+    ``c *= kernel`` (real, full grid), ``inverse(c)``, then ``c.real > threshold * max(c.real)``.  *a* and *c*
+    are C-contiguous complex64 arrays of one shape; *forward* and *inverse* transform *c* in place.  Each pass
+    runs on ``work.threads`` cores (NumPy's strided passes took 12 ms of the 18 ms of a 128^3 shrink-wrap)."""
+    abs_into(work, c, a)
+    forward(c)
+    scale_by(work, c, kernel)
+    inverse(c)
+    return above_fraction(work, c, threshold)
 
 
 def update_object(work: KernelWork, x, p, ca, cb, inside):

@@ -60,7 +60,11 @@ def shrink_wrap(backend, obj, sigma: float, threshold: float):
     xp = backend.xp
     ws = backend.existing_workspace(obj.shape)
     if ws is not None and ws.engine in ("pyfftw", "mkl", "torch") and sigma > 0:
-        s = ws.smooth_abs(obj, gaussian_kernel_rfft(backend, obj.shape, sigma))
+        kernel = gaussian_kernel_rfft(backend, obj.shape, sigma)
+        support = ws.smoothed_support(obj, kernel, threshold)
+        if support is not None:
+            return support
+        s = ws.smooth_abs(obj, kernel)
     else:
         s = smooth(backend, xp.abs(obj), sigma)
     return s > (threshold * s.max())
