@@ -72,9 +72,9 @@ the other whole-array passes of an iteration are numba passes too: the feedback
 update, the projection of the gradient, zeroing outside a new support; gd steps
 only the support's voxels (see ``optimizers._GD``); shrink-wrap's modulus,
 Gaussian product and threshold are the framework's fused passes
-(``compute.kernels.abs_into`` / ``scale_by`` / ``above_fraction``, on torch's threads).  The refiner offers the kernels to the
-optimisers as ``kernels`` (None on the torch path) with the support's flat
-indices ``support_idx``.
+(``compute.kernels.abs_into`` / ``scale_by`` / ``above_fraction``, on torch's
+threads).  The refiner offers the kernels to the optimisers as ``kernels``
+(None on the torch path) with the support's flat indices ``support_idx``.
 """
 
 from __future__ import annotations

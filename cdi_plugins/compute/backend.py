@@ -57,8 +57,8 @@ DETERMINISTIC_PLANNER = "FFTW_ESTIMATE"
 # 2-core machine (FFT pair on 2 threads at 128^3: torch 8.4-10.5 ms against 12.3 ms; 256^3: 148-180 against
 # 498 ms; bench_iteration, 2026-12-01).  mkl_fft needs 0.2 s to import against torch's 1.1-1.5 s, and the
 # 620-iteration classic recipe at 128^3 ran in 10.6 s on it against 13.3 s on torch (medians of four fresh
-# processes each, alternated, 2026-12-01).  Smaller arrays stay on pyFFTW, which every small golden result
-# was computed with (benchmarks/bench_iteration.py, bench_recipe.py)
+# processes each, alternated, 2026-12-01).  Smaller arrays stay on pyFFTW (mkl_fft is faster there too, but
+# the demo's and the README's 64^3 figures were computed on pyFFTW; benchmarks/bench_iteration.py, bench_recipe.py)
 MKL_LOOP = 64 ** 3
 SMALL_FFT = 64 ** 3  # up to this many elements an FFT runs on one thread (see Backend.threads_for)
 
