@@ -78,6 +78,34 @@ def test_numba_chi2_does_not_depend_on_the_thread_count():
 
 
 @needs_numba
+@pytest.mark.parametrize("threads", [1, 3])
+def test_numba_shrink_wrap_passes_are_bitwise_the_numpy_ones(threads):
+    """Shrink-wrap's fused passes (|a| into a complex buffer, the separable Gaussian formed on the fly, the
+    threshold against the maximum) give the bits of the same operations written with NumPy on the 3-D kernel
+    (|a| as sqrt(re^2 + im^2) in float32), on any thread count."""
+    from cdi_plugins.compute.fourier import full_from_half
+    from cdi_plugins.compute.support import _kernel_numpy, gaussian_factors
+    rng = np.random.default_rng(5)
+    a = (rng.standard_normal(SHAPE) + 1j * rng.standard_normal(SHAPE)).astype(np.complex64)
+    work = K.KernelWork(np, SHAPE, False, impl="numba", threads=threads)
+    c = np.empty_like(a)
+    K.abs_into(work, c, a)
+    assert np.array_equal(c.real, np.sqrt(a.real * a.real + a.imag * a.imag)) and not c.imag.any()
+    K.scale_separable(work, c, gaussian_factors(SHAPE, 1.3))
+    ref = np.sqrt(a.real * a.real + a.imag * a.imag) * full_from_half(_kernel_numpy(SHAPE, 1.3), SHAPE)
+    assert np.array_equal(c.real, ref)
+    k = full_from_half(_kernel_numpy(SHAPE, 0.7), SHAPE)
+    c2 = c.copy()
+    K.scale_by(work, c2, k)
+    assert np.array_equal(c2.real, ref * k)
+    assert np.array_equal(K.above_fraction(work, c, 0.3), ref > 0.3 * ref.max())
+    with pytest.raises(ValueError, match="factors of sizes"):
+        K.scale_separable(work, c, gaussian_factors((8, 8, 8), 1.0))
+    with pytest.raises(CDIError, match="numba kernels only"):
+        K.abs_into(K.KernelWork(np, SHAPE, False, impl="numpy"), c, a)
+
+
+@needs_numba
 def test_a_changed_support_is_picked_up():
     # the mask made from the indices is cached per support object: a new support must not reuse it
     F, _, _, _, _, inside = _case()

@@ -179,6 +179,25 @@ def scale_real(cr, k):
         _scale_chunk(cr[2 * lo:2 * hi], k[lo:hi])
 
 
+def _scale_row(cr, gij, g2):
+    for k in range(g2.size):
+        g = gij * g2[k]
+        cr[2 * k] = cr[2 * k] * g
+        cr[2 * k + 1] = cr[2 * k + 1] * g
+
+
+_scale_row = _jit(_scale_row)
+
+
+def scale_separable(cr, g0, g1, g2):
+    """``c <- c * ((g0[i] * g1[j]) * g2[k])`` (a 3-D complex array's float32 view, three float32 factors)."""
+    n1, n2 = g1.size, g2.size
+    for i in prange(g0.size):
+        for j in range(n1):
+            base = 2 * n2 * (i * n1 + j)
+            _scale_row(cr[base:base + 2 * n2], g0[i] * g1[j], g2)
+
+
 def above_fraction(out, cr, frac, partial):
     """``out <- c.real > frac * max(c.real)`` (frac * max in float32, as NumPy computes it)."""
     n = out.size
@@ -201,4 +220,5 @@ def above_fraction(out, cr, frac, partial):
 KERNELS = {name: (_jit(fn, parallel=True), _jit(fn, suffix="_serial"))
            for name, fn in (("modulus", modulus), ("update", update), ("update_er", update_er),
                             ("abs_complex", abs_complex), ("scale_real", scale_real),
+                            ("scale_separable", scale_separable),
                             ("above_fraction", above_fraction))}

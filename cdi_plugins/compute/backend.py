@@ -401,19 +401,21 @@ class Workspace:
         finally:
             self._mkl.set_num_threads_local(before)
 
-    def _mkl_smoothing(self, kernel):
-        """mkl engine: the complex buffer of the smoothing and *kernel* on the full grid (made once each)."""
+    def _mkl_smoothing(self, kernel=None):
+        """mkl engine: the complex buffer of the smoothing (made once) and *kernel* on the full grid (made
+        once per kernel; None: not needed)."""
         if self._real is None:
             self._real = [_aligned_zeros(self.shape, np.complex64), None, None]
         c, k_half, k_full = self._real
-        if k_half is not kernel:
+        if kernel is not None and k_half is not kernel:
             from cdi_plugins.compute.fourier import full_from_half
             k_full = full_from_half(kernel, self.shape)
             self._real[1:] = [kernel, k_full]
         return c, k_full
 
-    def smoothed_support(self, a, kernel, threshold: float):
-        """Shrink-wrap's new support, ``smooth_abs(a, kernel) > threshold * max``, in fused multi-threaded
+    def smoothed_support(self, a, factors, threshold: float):
+        """Shrink-wrap's new support, ``smooth_abs(a, kernel) > threshold * max`` for the separable Gaussian
+        kernel given by its three 1-D *factors* (:func:`support.gaussian_factors`), in fused multi-threaded
         passes (:func:`kernels.smoothed_support`) where that applies: the mkl engine with the numba kernels and
         a C-contiguous complex64 *a*.  Returns None elsewhere (the caller then thresholds :meth:`smooth_abs`)."""
         if (self.engine != "mkl" or a.dtype != np.complex64 or not a.flags.c_contiguous
@@ -424,9 +426,9 @@ class Workspace:
             self._swork = kernels.KernelWork(np, self.shape, feedback=False, threads=self._mthreads)
         if self._swork.impl != "numba":
             return None
-        c, k_full = self._mkl_smoothing(kernel)
+        c, _ = self._mkl_smoothing()
         with self._mkl_threads() as mkl_fft:
-            return kernels.smoothed_support(self._swork, a, c, k_full, lambda b: mkl_fft.fftn(b, out=b),
+            return kernels.smoothed_support(self._swork, a, c, factors, lambda b: mkl_fft.fftn(b, out=b),
                                             lambda b: mkl_fft.ifftn(b, out=b, norm="forward"), threshold)
 
     def smooth_abs(self, a, kernel):

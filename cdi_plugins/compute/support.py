@@ -20,19 +20,32 @@ import numpy as np
 
 from cdi_plugins.errors import CDIError
 
-__all__ = ["gaussian_kernel_rfft", "smooth", "shrink_wrap", "autocorrelation_support", "support_fraction",
+__all__ = ["gaussian_kernel_rfft", "gaussian_factors", "smooth", "shrink_wrap", "autocorrelation_support", "support_fraction",
            "check_support_fraction", "random_start", "problem_cache"]
+
+
+def _factor(freq: np.ndarray, sigma: float) -> np.ndarray:
+    """exp(-2 pi^2 sigma^2 f^2) of the frequencies *freq* in float32: one axis of the Fourier-space Gaussian."""
+    c = np.float32(-2.0 * np.pi ** 2 * sigma ** 2)
+    f = freq.astype(np.float32)
+    return np.exp(c * f ** 2)
 
 
 @functools.lru_cache(maxsize=32)
 def _kernel_numpy(shape: tuple[int, int, int], sigma: float) -> np.ndarray:
     """exp(-2 pi^2 sigma^2 f^2) on the rfft grid of *shape* (float32)."""
-    f0 = np.fft.fftfreq(shape[0]).astype(np.float32)
-    f1 = np.fft.fftfreq(shape[1]).astype(np.float32)
-    f2 = np.fft.rfftfreq(shape[2]).astype(np.float32)
-    c = np.float32(-2.0 * np.pi ** 2 * sigma ** 2)
-    return (np.exp(c * f0 ** 2)[:, None, None] * np.exp(c * f1 ** 2)[None, :, None]
-            * np.exp(c * f2 ** 2)[None, None, :]).astype(np.float32)
+    g0 = _factor(np.fft.fftfreq(shape[0]), sigma)
+    g1 = _factor(np.fft.fftfreq(shape[1]), sigma)
+    g2 = _factor(np.fft.rfftfreq(shape[2]), sigma)
+    return (g0[:, None, None] * g1[None, :, None] * g2[None, None, :]).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def gaussian_factors(shape: tuple[int, int, int], sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Fourier-space Gaussian of :func:`gaussian_kernel_rfft` as its three 1-D factors on the full FFT grid
+    (float32, host arrays): the kernel is ``(g0[i] * g1[j]) * g2[k]``, which fused passes form on the fly
+    instead of reading (and building, once per sigma: ~140 ms at 256^3) a 3-D array."""
+    return tuple(_factor(np.fft.fftfreq(int(n)), float(sigma)) for n in shape)
 
 
 def gaussian_kernel_rfft(backend, shape, sigma: float):
@@ -61,11 +74,10 @@ def shrink_wrap(backend, obj, sigma: float, threshold: float):
     xp = backend.xp
     ws = backend.existing_workspace(obj.shape)
     if ws is not None and ws.engine in ("pyfftw", "mkl", "torch") and sigma > 0:
-        kernel = gaussian_kernel_rfft(backend, obj.shape, sigma)
-        support = ws.smoothed_support(obj, kernel, threshold)
+        support = ws.smoothed_support(obj, gaussian_factors(tuple(obj.shape), float(sigma)), threshold)
         if support is not None:
             return support
-        s = ws.smooth_abs(obj, kernel)
+        s = ws.smooth_abs(obj, gaussian_kernel_rfft(backend, obj.shape, sigma))
     else:
         s = smooth(backend, xp.abs(obj), sigma)
     return s > (threshold * s.max())
