@@ -339,20 +339,19 @@ class Workspace:
         self.size = int(np.prod(shape))
         xp = backend.xp
         self.engine = eng = backend.loop_engine(self.size)
+        self._threads = backend.threads_for(self.size)   # the FFT's (and the fused passes') threads
         self._real = None   # smooth_abs()'s buffers (and pyFFTW plans), made on first use
         self._swork = None  # smoothed_support()'s KernelWork (mkl engine), made on first use
         if eng == "mkl":
             self._mkl_fft, self._mkl = import_mkl_fft()
             self.x = _aligned_zeros(shape, np.complex64)
             self._w = _aligned_zeros(shape, np.complex64)
-            self._mthreads = backend.threads_for(self.size)
         elif eng == "torch":
             torch = import_torch()
             # NumPy views of torch tensors (shared memory): the kernels see arrays, torch.fft fills them
             self._xt = torch.zeros(shape, dtype=torch.complex64)
             self._wt = torch.empty(shape, dtype=torch.complex64)
             self.x, self._w = self._xt.numpy(), self._wt.numpy()
-            self._tthreads = backend.threads_for(self.size)
         elif eng == "pyfftw":
             pyfftw = _import_pyfftw()
             self.x = pyfftw.empty_aligned(shape, dtype="complex64")
@@ -373,7 +372,7 @@ class Workspace:
         pyfftw = _import_pyfftw()
         backend = self.backend
         effort = backend.planner_effort
-        threads = backend.threads_for(self.size)
+        threads = self._threads
         with _WISDOM_LOCK:
             before = pyfftw.export_wisdom()
             if effort == DETERMINISTIC_PLANNER:
@@ -395,7 +394,7 @@ class Workspace:
     def _mkl_threads(self):
         """MKL's threads for this workspace, on the calling thread only (``mkl.set_num_threads_local``), restored
         afterwards (about 1 microsecond)."""
-        before = self._mkl.set_num_threads_local(self._mthreads)
+        before = self._mkl.set_num_threads_local(self._threads)
         try:
             yield self._mkl_fft
         finally:
@@ -423,7 +422,7 @@ class Workspace:
             return None
         from cdi_plugins.compute import kernels
         if self._swork is None:
-            self._swork = kernels.KernelWork(np, self.shape, feedback=False, threads=self._mthreads)
+            self._swork = kernels.KernelWork(np, self.shape, feedback=False, threads=self._threads)
         if self._swork.impl != "numba":
             return None
         c, _ = self._mkl_smoothing()
@@ -450,7 +449,7 @@ class Workspace:
                 mkl_fft.ifftn(c, out=c, norm="forward")
             return c.real
         if self.engine == "torch":
-            with torch_threads(self._tthreads) as torch:
+            with torch_threads(self._threads) as torch:
                 r = torch.from_numpy(np.abs(a))
                 spec = torch.fft.rfftn(r)
                 spec *= torch.from_numpy(kernel)
@@ -479,31 +478,25 @@ class Workspace:
             self._fwd()
             return self._w
         if self.engine == "torch":
-            with torch_threads(self._tthreads) as torch:
+            with torch_threads(self._threads) as torch:
                 torch.fft.fftn(self._xt, out=self._wt)
             return self._w
         return b.fftn(self.x)
 
     def backward(self, buf):
-        b = self.backend
+        if self.engine not in ("mkl", "torch", "pyfftw"):
+            return self.backend.ifftn(buf, overwrite=True, normalise=False)
+        if buf is not self._w:            # these engines transform their own work buffer in place
+            self._w[...] = buf
         if self.engine == "mkl":
-            if buf is not self._w:
-                self._w[...] = buf
             with self._mkl_threads() as mkl_fft:
                 mkl_fft.ifftn(self._w, out=self._w, norm="forward")    # "forward": the inverse unscaled
-            return self._w
-        if self.engine == "torch":
-            if buf is not self._w:
-                self._w[...] = buf
-            with torch_threads(self._tthreads) as torch:
-                torch.fft.ifftn(self._wt, norm="forward", out=self._wt)    # "forward": the inverse unscaled
-            return self._w
-        if self.engine == "pyfftw":
-            if buf is not self._w:
-                self._w[...] = buf
+        elif self.engine == "torch":
+            with torch_threads(self._threads) as torch:
+                torch.fft.ifftn(self._wt, norm="forward", out=self._wt)
+        else:
             self._bwd()
-            return self._w
-        return b.ifftn(buf, overwrite=True, normalise=False)
+        return self._w
 
 
 class Backend:

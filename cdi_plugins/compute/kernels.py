@@ -40,9 +40,8 @@ import threading
 import numpy as np
 
 __all__ = ["KernelWork", "project_modulus", "update_object", "abs_into", "scale_by", "scale_separable",
-           "above_fraction",
-           "smoothed_support", "kernel_impl",
-           "requested_kernels", "numba_status", "effective_threads",
+           "above_fraction", "smoothed_support", "kernel_impl", "requested_kernels", "numba_status",
+           "effective_threads",
            "TINY"]
 
 log = logging.getLogger("cdi_plugins.kernels")
@@ -140,15 +139,17 @@ def _cupy_kernels():
 NUMBA_MIN_SIZE = 64 ** 3 + 1   # auto: numba from this many elements on (see kernel_impl)
 
 
-def requested_kernels() -> str:
-    """``CDI_PLUGINS_KERNELS`` (``auto`` when unset), checked without importing any kernel.
+def requested_kernels(requested: str = "auto") -> str:
+    """*requested*, or for ``auto`` ``CDI_PLUGINS_KERNELS`` (``auto`` when unset), checked without importing
+    any kernel.
 
     Raises
     ------
     CDIError
         A value that is not one of :data:`IMPLS`.
     """
-    requested = os.environ.get("CDI_PLUGINS_KERNELS") or "auto"
+    if requested == "auto":
+        requested = os.environ.get("CDI_PLUGINS_KERNELS") or "auto"
     if requested not in IMPLS:
         from cdi_plugins.errors import CDIError
         raise CDIError(f"unknown kernel implementation {requested!r} (CDI_PLUGINS_KERNELS); "
@@ -167,12 +168,7 @@ def kernel_impl(xp, requested: str = "auto", size: int | None = None) -> str:
     iteration at 128^3 on one thread alone.
     ``CDI_PLUGINS_KERNELS=numba`` uses them at every size (many runs in one process).
     """
-    if requested == "auto":
-        requested = requested_kernels()
-    if requested not in IMPLS:
-        from cdi_plugins.errors import CDIError
-        raise CDIError(f"unknown kernel implementation {requested!r} (CDI_PLUGINS_KERNELS); "
-                       f"choose one of {', '.join(IMPLS)}")
+    requested = requested_kernels(requested)
     if xp is not np:
         return "numpy" if requested == "numpy" else "cupy"   # "numpy" = the reference code on CuPy arrays
     if requested == "cupy":

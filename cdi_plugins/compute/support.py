@@ -20,8 +20,8 @@ import numpy as np
 
 from cdi_plugins.errors import CDIError
 
-__all__ = ["gaussian_kernel_rfft", "gaussian_factors", "smooth", "shrink_wrap", "autocorrelation_support", "support_fraction",
-           "check_support_fraction", "random_start", "problem_cache"]
+__all__ = ["gaussian_kernel_rfft", "gaussian_factors", "smooth", "shrink_wrap", "autocorrelation_support",
+           "support_fraction", "check_support_fraction", "random_start", "problem_cache"]
 
 
 def _factor(freq: np.ndarray, sigma: float) -> np.ndarray:
