@@ -43,9 +43,10 @@ import math
 import numpy as np
 
 from cdi_plugins.core import AlgorithmSpec, CDIError, Param, State, hookimpl
+from cdi_plugins.compute.fused import FusedData, FusedLoop
 from cdi_plugins.compute.kernels import KernelWork, project_modulus, update_object
 from cdi_plugins.compute.support import (autocorrelation_support, check_support_fraction, problem_cache,
-                                         random_start, shrink_wrap)
+                                         random_start, shrink_wrap, shrink_wrap_kept)
 from cdi_plugins.core.params import check_support_guard, support_guard_params
 
 from cdi_plugins.algorithms.iterative_options import OPTION_PARAMS, Options, check_options
@@ -115,6 +116,15 @@ class _DeviceData:
             self.free_idx = backend.asarray(fidx)
             self.d_free = backend.asarray(dfree)
             self.norm_free = float(np.sum(dfree.astype(np.float64) ** 2)) or 1.0
+        self._fused = None
+
+    def fused(self, work) -> FusedData:
+        """The amplitudes as the cache-blocked loop reads them (made on first use, NumPy backend only)."""
+        if self._fused is None:
+            free = self.free_idx is not None
+            self._fused = FusedData(self.d, work.signed_dN(self.dN, self.unc_idx),
+                                    self.free_idx if free else None, self.d_free if free else None)
+        return self._fused
 
 
 def _device_data(problem, backend) -> _DeviceData:
@@ -172,7 +182,15 @@ def _feedback(name: str, params: dict):
 
 
 class _Loop:
-    """One step's iterations: the object in ``ws.x``, the support, chi^2 on the device, support records."""
+    """One step's iterations: the object in ``ws.x``, the support, chi^2 on the device, support records.
+
+    On the mkl engine with the numba kernels and no option active, the iterations run in the cache-blocked
+    loop (:class:`~cdi_plugins.compute.fused.FusedLoop`: the FFT pair, the modulus and the update in two
+    passes over memory); elsewhere as an FFT, :func:`project_modulus`, an inverse FFT and
+    :func:`update_object`.
+    """
+
+    fusable = True     # the update has the shared kernel's form (not the difference map)
 
     def __init__(self, name, problem, state, params, ctx):
         be = ctx.backend
@@ -193,6 +211,9 @@ class _Loop:
         self.chi_free = self.xp.zeros(n, dtype=self.xp.float32) if dd.free_idx is not None else None
         self.chi_scale = {}      # iteration -> chi^2 normalisation other than the full data's (low-pass)
         self.support_records = {}
+        self.fused = None
+        if self.fusable and not self.opts.active and FusedLoop.usable(self.ws, self.work):
+            self.fused = FusedLoop(self.ws, dd.fused(self.work), self.work)
 
     def inside_of(self, s):
         """The support as update_object reads it fastest: the flat mask for the fused kernels (numba, CuPy),
@@ -219,8 +240,17 @@ class _Loop:
         if it is not None:
             self.chi[it] = chi
 
-    def iterate(self, it):
-        """One iteration; returns the array the support is updated from."""
+    def iterate(self, it, want_source=False):
+        """One iteration; returns the array the support is updated from (*want_source*: it will be), or
+        _KEPT when the cache-blocked loop left its modulus in the workspace's smoothing buffer."""
+        if self.fused is not None:
+            keep = self.ws.smoothing_buffer() if want_source and self.ca is not None else None
+            chi, chi_free = self.fused.iterate(self.ca, self.cb, self.inside, keep_abs=keep,
+                                               forward=it + 1 < self.params["iterations"])
+            self.chi[it] = chi
+            if self.chi_free is not None:
+                self.chi_free[it] = chi_free
+            return _KEPT if keep is not None else self.ws.x
         x = self.ws.x
         F = self.forward(it)
         self.project(F, it)
@@ -249,13 +279,19 @@ class _Loop:
         sig1 = params["shrink_wrap_sigma_final"]
         sig1 = sig0 if sig1 is None else sig1
         report_every = max(1, n // 100)
+        if self.fused is not None:
+            self.fused.start()
         for it in range(n):
             if self.opts.active:
                 self._options(it)
-            source = self.iterate(it)
-            if period and (it + 1) % period == 0:
+            wrap = bool(period) and (it + 1) % period == 0
+            source = self.iterate(it, wrap)
+            if wrap:
                 sigma = sig0 + (sig1 - sig0) * (it / max(1, n - 1))
-                self.s = shrink_wrap(self.be, source, sigma, params["shrink_wrap_threshold"])
+                if source is _KEPT:
+                    self.s = shrink_wrap_kept(self.ws, sigma, params["shrink_wrap_threshold"])
+                else:
+                    self.s = shrink_wrap(self.be, source, sigma, params["shrink_wrap_threshold"])
                 frac = int(xp.count_nonzero(self.s)) / self.s.size
                 _guard(frac, params, ctx, self.name, it + 1)
                 self.inside = self.inside_of(self.s)
@@ -292,6 +328,9 @@ class _Loop:
         return records
 
 
+_KEPT = object()   # iterate()'s source when |p| is already in the workspace's smoothing buffer
+
+
 def _make_run(name: str, loop=_Loop):
     def run(problem, state, params, ctx):
         lp = loop(name, problem, state, params, ctx)
@@ -311,12 +350,14 @@ def _make_run(name: str, loop=_Loop):
 class _DifferenceMapLoop(_Loop):
     """Elser's difference map: two modulus projections per iteration (see the module docstring)."""
 
+    fusable = False
+
     def __init__(self, *args):
         super().__init__(*args)
         self.beta = self.params["beta"]
         self.solution = None
 
-    def iterate(self, it):
+    def iterate(self, it, want_source=False):
         xp, ws = self.xp, self.ws
         x = ws.x
         b, c = self.beta, xp.complex64

@@ -20,6 +20,13 @@ pyFFTW planner.
     python benchmarks/bench_iteration.py --passes --sizes 64 128 --repeats 7   # CPU ms of each pass
     python benchmarks/bench_iteration.py --cpu --threads 1      # CPU-time ratios, one thread: robust to load
     python benchmarks/bench_iteration.py --breakdown --sizes 128 --iterations 300   # where an iteration goes
+    python benchmarks/bench_iteration.py --fused on --sizes 128 256   # the cache-blocked loop at every size
+    python benchmarks/bench_iteration.py --ab --sizes 128 256 --threads 1   # cache-blocked against unfused
+
+The row label says "mkl+fused" where the iterations run in the cache-blocked loop (compute/fused.py; by
+default from 256^3, ``--fused on`` at every size the mkl engine runs, ``--fused off`` nowhere).  ``--ab``
+times one HIO iteration both ways and the FFT pair, interleaved round by round in one process (minimum and
+median of 25 rounds): the comparison FUSED_MIN was chosen by.
 
 Ratios are measured in one process so the machine's load affects both sides;
 still, run it on a quiet machine and quote medians.
@@ -132,6 +139,62 @@ def breakdown(args) -> None:
             setattr(owner, name, fn)
 
 
+def fused_ab(args) -> int:
+    """One HIO iteration in the cache-blocked loop and unfused, and the FFT pair, interleaved."""
+    from cdi_plugins.compute.backend import get_backend
+    from cdi_plugins.compute.fused import FusedData, FusedLoop, fused_status
+    from cdi_plugins.compute.kernels import KernelWork, project_modulus, update_object
+    if fused_status() != "ok":
+        print(f"the cache-blocked loop cannot run here: {fused_status()}")
+        return 1
+    print(f"one HIO iteration (random object, 10 % support), FFT pair / unfused / cache-blocked, {args.repeats} "
+          f"x 25 interleaved rounds; ms, minimum and median")
+    print(f"{'size':>6} {'threads':>7} {'pair min':>9} {'unfused':>8} {'fused':>8} {'unf/pair':>9} {'fus/pair':>9} "
+          f"{'pair med':>9} {'unfused':>8} {'fused':>8} {'unf/pair':>9} {'fus/pair':>9}")
+    for n in args.sizes:
+        shape = (n, n, n)
+        be = get_backend("numpy", fft="mkl", threads=args.threads)
+        ws = be.workspace(shape)
+        rng = np.random.default_rng(1)
+        x0 = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+        d = np.abs(np.fft.fftn(rng.standard_normal(shape))).astype(np.float32)
+        dN = (d / np.float32(n ** 3)).astype(np.float32)
+        mask = (rng.random(shape) < 0.1).reshape(-1)
+        ws.x[...] = x0
+        threads = be.threads_for(n ** 3)
+        work = KernelWork(np, shape, feedback=True, threads=threads, impl="numba")   # both ways the same passes
+        loop = FusedLoop(ws, FusedData(d, dN), work)
+        inv_n = np.float32(1.0 / n ** 3)
+
+        def unfused():
+            F = ws.forward()
+            project_modulus(work, F, d, dN, inv_n, None)
+            update_object(work, ws.x, ws.backward(F), 1.0, -0.9, mask)
+
+        def fused():
+            loop.iterate(1.0, -0.9, mask)
+
+        def pair():
+            ws.backward(ws.forward())
+
+        times = {"pair": [], "unfused": [], "fused": []}
+        unfused()
+        for _ in range(25):
+            for name, fn in (("pair", pair), ("unfused", unfused), ("fused", fused)):
+                if name == "fused":
+                    loop.start()
+                t0 = CLOCK()
+                for _ in range(args.repeats):
+                    fn()
+                times[name].append((CLOCK() - t0) / args.repeats * 1e3)
+        row = f"{n:>5}^3 {threads:>7}"
+        for stat in (min, statistics.median):
+            p, u, f = (stat(times[k]) for k in ("pair", "unfused", "fused"))
+            row += f" {p:>9.2f} {u:>8.2f} {f:>8.2f} {u / p:>9.2f} {f / p:>9.2f}"
+        print(row)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
@@ -147,7 +210,16 @@ def main(argv=None) -> int:
                     help="time each FFT, elementwise pass and shrink-wrap inside a 20*ER + ITERATIONS*HIO run")
     ap.add_argument("--cpu", action="store_true",
                     help="process CPU time instead of wall time (with --threads 1: the work ratio, robust to load)")
+    ap.add_argument("--fused", choices=("auto", "on", "off"), default=None,
+                    help="the cache-blocked loop (CDI_PLUGINS_FUSED): auto (from 256^3), on, off")
+    ap.add_argument("--ab", action="store_true",
+                    help="one HIO iteration, cache-blocked against unfused, interleaved (mkl engine)")
     args = ap.parse_args(argv)
+    if args.fused is not None:
+        import os
+        os.environ["CDI_PLUGINS_FUSED"] = args.fused
+    if args.ab:
+        return fused_ab(args)
     if args.cpu:
         global CLOCK
         CLOCK = time.process_time
@@ -162,6 +234,7 @@ def main(argv=None) -> int:
 
     import cdi_plugins
     from cdi_plugins.compute.backend import fft_engines, get_backend
+    from cdi_plugins.compute.fused import fused_enabled, fused_status
     from cdi_plugins.compute.kernels import effective_threads, kernel_impl
     from cdi_plugins.core.registry import get_registry
     from cdi_plugins.physics.simulate import simulate_crystal
@@ -230,7 +303,10 @@ def main(argv=None) -> int:
             times[name] = max(t_step - t_start, 0.0) / (args.iterations - 1)
         thr = be.threads_for(n ** 3)
         impl = kernel_impl(be.xp, size=n ** 3)
-        label = f"{be.loop_engine(n ** 3)}; {impl}, {thr}/{effective_threads(impl, thr)}"
+        engine = be.loop_engine(n ** 3)
+        if engine == "mkl" and impl == "numba" and fused_enabled(n ** 3) and fused_status() == "ok":
+            engine = "mkl+fused"
+        label = f"{engine}; {impl}, {thr}/{effective_threads(impl, thr)}"
         row = (f"{n:>5}^3 {label:>40} {t_fft * 1e3:>11.2f} {times['er'] * 1e3:>8.2f} {times['hio'] * 1e3:>8.2f} "
                f"{times['raar'] * 1e3:>8.2f} {times['er'] / t_fft:>7.2f} {times['hio'] / t_fft:>8.2f} "
                f"{times['raar'] / t_fft:>9.2f}")

@@ -150,11 +150,45 @@ def test_arrays_above_64_cubed_loop_on_an_mkl_fft_with_auto(monkeypatch):
     assert auto.loop_engine(256 ** 3) == small
 
 
+def _mkl_or_skip():
+    # not importorskip("mkl_fft"): an import of mkl_fft outside import_mkl_fft() would make a pyFFTW
+    # imported later in this process bind to MKL's FFTW3 wrappers (see the test below)
+    from cdi_plugins.compute.backend import fft_engines
+    if fft_engines()["mkl"] != "ok":
+        pytest.skip(fft_engines()["mkl"])
+
+
+_PYFFTW_HASH = r"""
+import hashlib, sys
+import numpy as np
+from cdi_plugins.compute.backend import get_backend, import_mkl_fft
+if sys.argv[1] == "mkl-first":
+    import_mkl_fft()
+ws = get_backend("numpy", fft="pyfftw", threads=1).workspace((64, 64, 64))
+ws.x[...] = np.random.default_rng(0).standard_normal((64, 64, 64))
+print(hashlib.sha256(ws.forward().tobytes()).hexdigest())
+"""
+
+
+def test_pyfftw_gives_its_own_bits_after_mkl_was_loaded():
+    """mkl-service loads libmkl_rt globally, and libmkl_rt exports FFTW3's names: a pyFFTW imported after it
+    ran MKL's transforms under FFTW's name (another SHA-256 for the same 64^3 transform).  import_mkl_fft()
+    imports pyFFTW first, so the pyfftw engine gives the same bits whatever ran before it."""
+    pytest.importorskip("pyfftw")
+    _mkl_or_skip()
+    import subprocess
+    import sys
+    out = [subprocess.run([sys.executable, "-c", _PYFFTW_HASH, mode], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.strip()
+           for mode in ("plain", "mkl-first")]
+    assert out[0] == out[1] and len(out[0]) == 64
+
+
 def test_mkl_workspace_transforms_match_scipy_on_aligned_buffers():
     """The mkl engine: forward is the unnormalised FFT of x, backward the unnormalised inverse in place,
     smooth_abs the smoothed modulus; both buffers start on a 64-byte boundary (MKL's rounding may depend on
     alignment), and the thread setting of the calling thread is left as it was."""
-    pytest.importorskip("mkl_fft")
+    _mkl_or_skip()
     import scipy.fft
     from cdi_plugins.compute.backend import Backend, import_mkl_fft
     from cdi_plugins.compute.support import gaussian_kernel_rfft, smooth

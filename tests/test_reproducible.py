@@ -5,7 +5,7 @@ user gets who reruns a seed: two processes started side by side (each loading th
 one of which first plans the same shape with FFTW_MEASURE (timed plans in memory and on disk), and a third
 that finds that timed wisdom on disk.  All must print the same SHA-256 of the result.  At 72^3 the default
 hot loop runs on mkl_fft (torch.fft without it); the same holds for torch.fft and for pyFFTW's rule-made
-plans, asked for by name.
+plans, asked for by name, and for the cache-blocked loop (CDI_PLUGINS_FUSED=on; by default from 256^3).
 """
 
 import os
@@ -37,15 +37,19 @@ print(r.metadata.get("fft"), r.metadata.get("threads"), h.hexdigest())
 """
 
 
-def _env(cache):
+def _env(cache, fused="auto"):
     env = {k: v for k, v in os.environ.items()
            if k not in ("CDI_PLUGINS_KERNELS", "CDI_PLUGINS_FFTW_PLANNER", "NUMBA_NUM_THREADS")}
     env["CDI_PLUGINS_CACHE"] = str(cache)
+    env["CDI_PLUGINS_FUSED"] = fused
     return env
 
 
 def _start(mode, cache, fft):
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, mode, fft], cwd=ROOT, env=_env(cache),
+    # "fused": the default engine with the cache-blocked loop (compute/fused.py) at this size too
+    fused = "on" if fft == "fused" else "auto"
+    fft = "auto" if fft == "fused" else fft
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, mode, fft], cwd=ROOT, env=_env(cache, fused),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -55,10 +59,13 @@ def _finish(p):
     return out.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("fft", ["auto", "torch", "pyfftw"])
+@pytest.mark.parametrize("fft", ["auto", "torch", "pyfftw", "fused"])
 def test_same_seed_same_bytes_in_separate_processes(tmp_path, fft):
     from cdi_plugins.compute.backend import fft_engines
-    if fft != "auto":
+    if fft == "fused":
+        if fft_engines()["mkl"] != "ok":      # not importorskip: see test_backend's pyFFTW-after-MKL test
+            pytest.skip(fft_engines()["mkl"])
+    elif fft != "auto":
         pytest.importorskip(fft)
     a, b = _start("plain", tmp_path, fft), _start("measure", tmp_path, fft)   # side by side: each loads the other
     ha, hb = _finish(a), _finish(b)
@@ -66,7 +73,7 @@ def test_same_seed_same_bytes_in_separate_processes(tmp_path, fft):
     assert ha == hb == hc
     engine = ha.split()[0]
     big = "mkl" if fft_engines()["mkl"] == "ok" else "torch"
-    assert engine == (big if fft == "auto" else fft)
+    assert engine == (big if fft in ("auto", "fused") else fft)
     if engine == "pyfftw":
         # the timed plans were really made and saved: the guarantee held in spite of them
         assert (tmp_path / "fftw_wisdom.json").exists()

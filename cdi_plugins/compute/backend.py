@@ -158,7 +158,14 @@ def import_mkl_fft():
     threads sleep rather than spin between two FFTs (see LOAD_OMP_WAIT_POLICY).  Intel's OpenMP runtime reads
     its wait policy when it starts, which ``mkl.get_max_threads()`` makes it do inside the block (by default
     its threads spin 200 ms after every parallel region: a process sleeping between 64^3 FFTs used 1.14 CPU
-    seconds per second, 0.24 started this way)."""
+    seconds per second, 0.24 started this way).
+
+    pyFFTW, where installed, is imported first: mkl-service loads libmkl_rt with RTLD_GLOBAL, and libmkl_rt
+    exports FFTW3's function names (MKL's FFTW3 interface), so a pyFFTW imported afterwards binds to MKL's
+    wrappers instead of its own FFTW and its "FFTW" plans give MKL's bits (a 64^3 transform's SHA-256 changed
+    with the import order)."""
+    if _have_pyfftw():
+        _import_pyfftw()
     try:
         with _passive_omp_load():
             import mkl
@@ -412,13 +419,18 @@ class Workspace:
             self._real[1:] = [kernel, k_full]
         return c, k_full
 
+    def smoothing_buffer(self):
+        """mkl engine: the complex64 buffer shrink-wrap smooths in (made on first use)."""
+        return self._mkl_smoothing()[0]
+
     def smoothed_support(self, a, factors, threshold: float):
         """Shrink-wrap's new support, ``smooth_abs(a, kernel) > threshold * max`` for the separable Gaussian
         kernel given by its three 1-D *factors* (:func:`support.gaussian_factors`), in fused multi-threaded
         passes (:func:`kernels.smoothed_support`) where that applies: the mkl engine with the numba kernels and
-        a C-contiguous complex64 *a*.  Returns None elsewhere (the caller then thresholds :meth:`smooth_abs`)."""
-        if (self.engine != "mkl" or a.dtype != np.complex64 or not a.flags.c_contiguous
-                or a.shape != self.shape):
+        a C-contiguous complex64 *a*.  Returns None elsewhere (the caller then thresholds :meth:`smooth_abs`).
+        *a* None: :meth:`smoothing_buffer` already holds ``|a| + 0j`` (the cache-blocked loop writes it)."""
+        if self.engine != "mkl" or (a is not None and (a.dtype != np.complex64 or not a.flags.c_contiguous
+                                                        or a.shape != self.shape)):
             return None
         from cdi_plugins.compute import kernels
         if self._swork is None:

@@ -20,8 +20,8 @@ import numpy as np
 
 from cdi_plugins.errors import CDIError
 
-__all__ = ["gaussian_kernel_rfft", "gaussian_factors", "smooth", "shrink_wrap", "autocorrelation_support",
-           "support_fraction", "check_support_fraction", "random_start", "problem_cache"]
+__all__ = ["gaussian_kernel_rfft", "gaussian_factors", "smooth", "shrink_wrap", "shrink_wrap_kept",
+           "autocorrelation_support", "support_fraction", "check_support_fraction", "random_start", "problem_cache"]
 
 
 def _factor(freq: np.ndarray, sigma: float) -> np.ndarray:
@@ -81,6 +81,17 @@ def shrink_wrap(backend, obj, sigma: float, threshold: float):
     else:
         s = smooth(backend, xp.abs(obj), sigma)
     return s > (threshold * s.max())
+
+
+def shrink_wrap_kept(ws, sigma: float, threshold: float):
+    """Shrink-wrap's new support from ``|obj| + 0j`` already in ``ws.smoothing_buffer()`` (the cache-blocked
+    loop, :class:`~cdi_plugins.compute.fused.FusedLoop`, writes |p| there on the iterations that need it):
+    the same smoothing and threshold as :func:`shrink_wrap`, without a pass to form |obj|."""
+    factors = gaussian_factors(tuple(ws.shape), float(sigma)) if sigma > 0 else None
+    support = ws.smoothed_support(None, factors, threshold)
+    if support is None:
+        raise RuntimeError("shrink_wrap_kept needs an mkl workspace with the numba kernels")
+    return support
 
 
 def autocorrelation_support(backend, intensity, threshold: float = 0.1, sigma: float = 1.0):
