@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from cdi_plugins.compute.backend import get_backend
+from cdi_plugins.compute.backend import get_backend, preload
 from cdi_plugins.errors import CDIError
 from cdi_plugins.compute.fourier import oversampling
 from cdi_plugins.physics.prepare import is_noop, prepare
@@ -164,6 +164,7 @@ def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
     for step in plan.steps:
         if backend.name not in step.algorithm.backends:
             raise CDIError(f"algorithm '{step.name}' does not run on the {backend.name} backend", step.where)
+    preload(m for step in plan.steps for m in step.algorithm.preload)
     report = progress or (lambda **event: None)
     timings = [0.0] * len(plan.steps)
     workers = resolve_workers(plan.workers, tasks=plan.runs, backend=backend.name, threads=plan.threads,

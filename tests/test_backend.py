@@ -123,8 +123,8 @@ def test_cupy_and_numpy_give_the_same_reconstruction():
     assert abs(gpu.chi2 - cpu.chi2) < 0.2 * cpu.chi2 + 1e-5
 
 
-def test_arrays_above_64_cubed_loop_on_an_mkl_fft_with_auto(monkeypatch):
-    # MKL's FFT (mkl_fft, else torch.fft) beats FFTW's rule-made FFTW_ESTIMATE plans from 128^3 on
+def test_arrays_above_64_cubed_loop_on_mkl_with_auto(monkeypatch):
+    # MKL's FFT (MKL's own, else torch.fft) beats FFTW's rule-made FFTW_ESTIMATE plans from 128^3 on
     # (bench_iteration), and importing it pays for itself there: with fft: auto and the reproducible planner
     # the hot loop switches above 64^3; an explicit engine or timed plans stay
     from cdi_plugins.compute import backend as B
@@ -140,19 +140,17 @@ def test_arrays_above_64_cubed_loop_on_an_mkl_fft_with_auto(monkeypatch):
         assert B.Backend("numpy", fft="auto", planner_effort="FFTW_MEASURE").loop_engine(256 ** 3) == "pyfftw"
     assert auto.workspace((8, 8, 8)).engine == small
     assert auto.workspace((66, 64, 64)).engine == big
-    # without mkl_fft the loop falls back on torch.fft, without either it stays
-    real = B._installed
-    monkeypatch.setattr(B, "_installed", lambda m: False if m in ("mkl_fft", "mkl") else real(m))
+    # without MKL the loop falls back on torch.fft, without either it stays
+    monkeypatch.setattr(B, "_have_mkl", lambda: False)
     assert auto.loop_engine(256 ** 3) == "torch"
-    with pytest.raises(CDIError, match="mkl_fft is not installed"):
+    with pytest.raises(CDIError, match="Intel MKL is not installed"):
         B.Backend("numpy", fft="mkl")
-    monkeypatch.setattr(B, "_installed", lambda m: False if m in ("mkl_fft", "mkl", "torch") else real(m))
+    real = B._installed
+    monkeypatch.setattr(B, "_installed", lambda m: False if m == "torch" else real(m))
     assert auto.loop_engine(256 ** 3) == small
 
 
 def _mkl_or_skip():
-    # not importorskip("mkl_fft"): an import of mkl_fft outside import_mkl_fft() would make a pyFFTW
-    # imported later in this process bind to MKL's FFTW3 wrappers (see the test below)
     from cdi_plugins.compute.backend import fft_engines
     if fft_engines()["mkl"] != "ok":
         pytest.skip(fft_engines()["mkl"])
@@ -161,9 +159,10 @@ def _mkl_or_skip():
 _PYFFTW_HASH = r"""
 import hashlib, sys
 import numpy as np
-from cdi_plugins.compute.backend import get_backend, import_mkl_fft
+from cdi_plugins.compute.backend import get_backend, import_mkl
 if sys.argv[1] == "mkl-first":
-    import_mkl_fft()
+    import_mkl()
+    get_backend("numpy", fft="mkl", threads=1).workspace((64, 64, 64)).forward()
 ws = get_backend("numpy", fft="pyfftw", threads=1).workspace((64, 64, 64))
 ws.x[...] = np.random.default_rng(0).standard_normal((64, 64, 64))
 print(hashlib.sha256(ws.forward().tobytes()).hexdigest())
@@ -171,9 +170,10 @@ print(hashlib.sha256(ws.forward().tobytes()).hexdigest())
 
 
 def test_pyfftw_gives_its_own_bits_after_mkl_was_loaded():
-    """mkl-service loads libmkl_rt globally, and libmkl_rt exports FFTW3's names: a pyFFTW imported after it
-    ran MKL's transforms under FFTW's name (another SHA-256 for the same 64^3 transform).  import_mkl_fft()
-    imports pyFFTW first, so the pyfftw engine gives the same bits whatever ran before it."""
+    """libmkl_rt exports FFTW3's function names: loaded globally (as mkl-service and mkl_fft load it), a pyFFTW
+    imported after it ran MKL's transforms under FFTW's name (another SHA-256 for the same 64^3 transform).
+    The mkl engine loads it privately (compute/_mkl.py), so the pyfftw engine gives its own bits whatever ran
+    before it."""
     pytest.importorskip("pyfftw")
     _mkl_or_skip()
     import subprocess
@@ -190,7 +190,7 @@ def test_mkl_workspace_transforms_match_scipy_on_aligned_buffers():
     alignment), and the thread setting of the calling thread is left as it was."""
     _mkl_or_skip()
     import scipy.fft
-    from cdi_plugins.compute.backend import Backend, import_mkl_fft
+    from cdi_plugins.compute.backend import Backend, import_mkl
     from cdi_plugins.compute.support import gaussian_kernel_rfft, smooth
     be = Backend("numpy", fft="mkl", threads=1)
     shape = (12, 10, 8)
@@ -198,8 +198,8 @@ def test_mkl_workspace_transforms_match_scipy_on_aligned_buffers():
     a = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
     ws = be.workspace(shape)
     assert ws.engine == "mkl" and ws.x.ctypes.data % 64 == 0 and ws._w.ctypes.data % 64 == 0
-    _, mkl = import_mkl_fft()
-    before = mkl.get_max_threads()
+    mkl = import_mkl()
+    before = mkl.max_threads()
     ws.x[...] = a
     F = ws.forward()
     assert F is ws._w and np.array_equal(ws.x, a)
@@ -208,7 +208,7 @@ def test_mkl_workspace_transforms_match_scipy_on_aligned_buffers():
     np.testing.assert_allclose(p, a * a.size, rtol=1e-5, atol=1e-3)
     k = gaussian_kernel_rfft(be, shape, 1.0)
     np.testing.assert_allclose(ws.smooth_abs(a, k) / a.size, smooth(be, np.abs(a), 1.0), rtol=1e-5, atol=1e-6)
-    assert mkl.get_max_threads() == before
+    assert mkl.max_threads() == before
 
 
 def test_torch_workspace_transforms_match_scipy_and_restore_torch_threads():
@@ -264,9 +264,12 @@ def test_importing_pyfftw_leaves_the_environment_and_dask_as_they_were():
 
 @pytest.mark.parametrize("engine", ["mkl", "torch"])
 def test_importing_an_mkl_engine_leaves_the_environment_as_it_was(engine):
-    """mkl_fft's and torch's OpenMP runtimes start with the passive wait policy, set for that import only; a
-    user's own policy stays.  mkl_fft does not load torch."""
-    pytest.importorskip({"mkl": "mkl_fft"}.get(engine, engine))
+    """MKL's and torch's OpenMP runtimes start with the passive wait policy, set for that load only; a
+    user's own policy stays.  The mkl engine does not load torch."""
+    if engine == "mkl":
+        _mkl_or_skip()
+    else:
+        pytest.importorskip(engine)
     import subprocess
     import sys
     code = ("import os, sys\n"
@@ -282,8 +285,8 @@ def test_importing_an_mkl_engine_leaves_the_environment_as_it_was(engine):
 
 
 def test_torch_is_loaded_only_by_a_run_that_loops_on_it():
-    """The framework's one torch import (the hot loop's FFT engine above 64^3 without mkl_fft) happens inside
-    such a run: validating a recipe or a small iterative run never loads torch, nor does a large one on mkl_fft."""
+    """The framework's one torch import (the hot loop's FFT engine above 64^3 without MKL) happens inside
+    such a run: validating a recipe or a small iterative run never loads torch, nor does a large one on MKL."""
     import subprocess
     import sys
     code = ("import sys, cdi_plugins\n"
@@ -312,7 +315,10 @@ def test_shrink_wrap_on_the_workspace_matches_scipy(engine, kernels, monkeypatch
     engine complex transforms in a workspace buffer, whose |a|, kernel product and threshold run as fused passes
     on every core with the numba kernels (smoothed_support) and are thresholded from smooth_abs with the NumPy
     ones: the same support as scipy.fft's in every case."""
-    pytest.importorskip({"mkl": "mkl_fft"}.get(engine, engine))
+    if engine == "mkl":
+        _mkl_or_skip()
+    else:
+        pytest.importorskip(engine)
     if kernels:
         pytest.importorskip(kernels)
         monkeypatch.setenv("CDI_PLUGINS_KERNELS", kernels)
@@ -332,3 +338,32 @@ def test_shrink_wrap_on_the_workspace_matches_scipy(engine, kernels, monkeypatch
         from cdi_plugins.compute.support import gaussian_factors
         assert ws.smoothed_support(np.abs(obj), gaussian_factors(obj.shape, 1.3), 0.3) is None
         assert (shrink_wrap(fast, np.abs(obj), 1.3, 0.3) != got).sum() <= 2
+
+
+_ORDER = r"""
+import logging, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+import cdi_plugins
+sim = {"data": {"simulate": {"shape": 72, "seed": 1}}, "seed": 0}
+if sys.argv[1] == "iterative-first":     # an earlier run in this process loaded MKL, with no torch step
+    cdi_plugins.run({**sim, "steps": "3*ER"}, write=False)
+r = cdi_plugins.run({**sim, "steps": [{"algorithm": "er", "iterations": 3}, {"algorithm": "ad", "iterations": 2}]},
+                    write=False)
+print("engine", r.metadata["fft"])
+"""
+
+
+def test_a_recipe_loads_torch_before_mkl():
+    """MKL, once started, exports the MKL functions torch carries inside, and a torch imported later calls
+    those instead of its own (the last bits of its results change).  A recipe loads the modules its steps
+    name in ``preload`` (torch for nn and ad) before its first step, so even when its iterative step starts
+    MKL first, torch is already there; a process that ran an MKL step in an earlier recipe gets a warning."""
+    pytest.importorskip("torch")
+    _mkl_or_skip()
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = {mode: subprocess.run([sys.executable, "-c", _ORDER, mode], capture_output=True, text=True, check=True,
+                                cwd=root).stdout for mode in ("plain", "iterative-first")}
+    assert "engine mkl" in out["plain"] and "torch is imported after Intel MKL" not in out["plain"]
+    assert "torch is imported after Intel MKL" in out["iterative-first"]

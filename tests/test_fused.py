@@ -1,6 +1,6 @@
 """The cache-blocked iteration (compute/fused.py): MKL's transforms of planes and tiles with the modulus and the
 update riding along.  Checked against a float64 NumPy iteration, across thread counts, and inside whole steps.
-Skipped where mkl_fft (and so MKL's FFTW3 interface) is not installed."""
+Skipped where Intel MKL (the pip package mkl) is not installed."""
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ SHAPE = (72, 80, 90)      # above 64^3, so the mkl engine; not a cube, so no axi
 def _fused_or_skip():
     from cdi_plugins.compute import fused
     from cdi_plugins.compute.kernels import numba_status
-    if fused._mkl_fftw() is None or numba_status() != "ok":
+    if fused._mkl() is None or numba_status() != "ok":
         pytest.skip(f"the cache-blocked loop cannot run here: {fused._status or numba_status()}")
     return fused
 

@@ -153,7 +153,8 @@ def run(problem, state, params, ctx):
 
 def specs() -> list[AlgorithmSpec]:
     return [AlgorithmSpec(name=NAME, kind="refiner", summary=SUMMARY, params=PARAMS, run=run,
-                          backends=("numpy", "cupy"), unavailable=_torch_missing(), check=_check)]
+                          backends=("numpy", "cupy"), unavailable=_torch_missing(), check=_check,
+                          preload=("torch",))]
 
 
 @hookimpl

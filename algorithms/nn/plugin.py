@@ -204,7 +204,7 @@ def specs() -> list[AlgorithmSpec]:
         name="nn", kind="predictor",
         summary="3D-CDI-NN (Chan et al. 2021): amplitude and phase from sqrt(I) in one network pass",
         params=PARAMS, run=run_nn, backends=("numpy", "cupy"), unavailable=_unavailable(),
-        check=_check_weights)]
+        check=_check_weights, preload=("torch",))]
 
 
 def _check_weights(params: dict) -> None:

@@ -5,13 +5,14 @@ Iterative kernels are written once against ``backend.xp`` (the ``numpy`` or
 GPU.  The hot loop reaches the FFT only through a :class:`Workspace`, which owns
 the buffers and the (reused) FFT plans for one array shape:
 
-* NumPy + mkl_fft (the hot loop of ``fft: auto`` above 64^3 when installed):
-  Intel MKL's FFT on 64-byte aligned NumPy buffers, an out-of-place forward
-  transform into the work buffer and an in-place unnormalised inverse; faster
-  than FFTW's rule-made plans and than torch.fft here, deterministic (same bits
-  in every process on one machine for one thread count, whatever its load), and
-  imported in ~0.2 s (see MKL_LOOP).
-* NumPy + torch.fft (the hot loop of ``fft: auto`` above 64^3 without mkl_fft):
+* NumPy + MKL (the hot loop of ``fft: auto`` above 64^3 when the pip package
+  ``mkl`` is installed): Intel MKL's FFT through its FFTW3 interface, called
+  with ctypes on a privately loaded ``libmkl_rt`` (compute/_mkl.py), on 64-byte
+  aligned NumPy buffers: an out-of-place forward transform into the work buffer
+  and an in-place unnormalised inverse; faster than FFTW's rule-made plans and
+  than torch.fft here, deterministic (same bits in every process on one machine
+  for one thread count, whatever its load), and loaded in ~0.1 s (see MKL_LOOP).
+* NumPy + torch.fft (the hot loop of ``fft: auto`` above 64^3 without MKL):
   PyTorch's own MKL FFT on NumPy views of torch tensors, the same two
   transforms; deterministic too, but importing torch costs 1.1-1.5 s.
 * NumPy + pyFFTW (default on the CPU when installed, and the hot loop up to
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import sys
@@ -44,7 +46,7 @@ import numpy as np
 from cdi_plugins.errors import CDIError
 
 __all__ = ["Backend", "Workspace", "get_backend", "available_backends", "fft_engines", "default_threads",
-           "default_planner", "import_mkl_fft", "import_torch", "torch_threads", "step_threads"]
+           "default_planner", "import_mkl", "import_torch", "torch_threads", "step_threads", "preload"]
 
 log = logging.getLogger("cdi_plugins.backend")
 
@@ -52,13 +54,15 @@ BACKENDS = ("auto", "numpy", "cupy")
 FFT_ENGINES = ("auto", "pyfftw", "scipy", "mkl", "torch", "cupy")
 PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
 DETERMINISTIC_PLANNER = "FFTW_ESTIMATE"
-# Above this many elements the hot loop of fft: auto runs on an MKL FFT: mkl_fft when installed, else torch.fft
+# Above this many elements the hot loop of fft: auto runs on an MKL FFT: MKL's own where installed (the pip
+# package mkl, compute/_mkl.py; until 2026-12-01 through mkl_fft, the same transforms), else torch.fft
 # (PyTorch's own MKL).  Both are deterministic and faster than FFTW's rule-made (FFTW_ESTIMATE) plans on our
 # 2-core machine (FFT pair on 2 threads at 128^3: torch 8.4-10.5 ms against 12.3 ms; 256^3: 148-180 against
-# 498 ms; bench_iteration, 2026-12-01).  mkl_fft needs 0.2 s to import against torch's 1.1-1.5 s, and the
-# 620-iteration classic recipe at 128^3 ran in 10.6 s on it against 13.3 s on torch (medians of four fresh
-# processes each, alternated, 2026-12-01).  Smaller arrays stay on pyFFTW (mkl_fft is faster there too, but
-# the demo's and the README's 64^3 figures were computed on pyFFTW; benchmarks/bench_iteration.py, bench_recipe.py)
+# 498 ms; bench_iteration, 2026-12-01).  MKL loads in ~0.1 s (mkl_fft took 0.2 s) against torch's 1.1-1.5 s,
+# and the 620-iteration classic recipe at 128^3 ran in 10.6 s on mkl_fft against 13.3 s on torch (medians of
+# four fresh processes each, alternated, 2026-12-01).  Smaller arrays stay on pyFFTW (MKL is faster there too,
+# but the demo's and the README's 64^3 figures were computed on pyFFTW; benchmarks/bench_iteration.py,
+# bench_recipe.py)
 MKL_LOOP = 64 ** 3
 SMALL_FFT = 64 ** 3  # up to this many elements an FFT runs on one thread (see Backend.threads_for)
 
@@ -98,9 +102,10 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _have_mkl_fft() -> bool:
-    # mkl_fft is Intel's FFT; mkl-service sets its threads (both come with the [fast] extra on x86-64)
-    return _installed("mkl_fft") and _installed("mkl")
+def _have_mkl() -> bool:
+    # Intel MKL's libmkl_rt (the pip package mkl, in the [fast] extra on x86-64), found without loading it
+    from cdi_plugins.compute import _mkl
+    return _mkl.rt_path() is not None
 
 
 def _have_pyfftw() -> bool:
@@ -152,29 +157,23 @@ def _import_pyfftw():
     return pyfftw
 
 
-@functools.lru_cache(maxsize=None)
-def import_mkl_fft():
-    """``(mkl_fft, mkl)``: Intel MKL's FFT and its thread control (mkl-service), imported so that MKL's OpenMP
-    threads sleep rather than spin between two FFTs (see LOAD_OMP_WAIT_POLICY).  Intel's OpenMP runtime reads
-    its wait policy when it starts, which ``mkl.get_max_threads()`` makes it do inside the block (by default
-    its threads spin 200 ms after every parallel region: a process sleeping between 64^3 FFTs used 1.14 CPU
-    seconds per second, 0.24 started this way).
-
-    pyFFTW, where installed, is imported first: mkl-service loads libmkl_rt with RTLD_GLOBAL, and libmkl_rt
-    exports FFTW3's function names (MKL's FFTW3 interface), so a pyFFTW imported afterwards binds to MKL's
-    wrappers instead of its own FFTW and its "FFTW" plans give MKL's bits (a 64^3 transform's SHA-256 changed
-    with the import order)."""
+def import_mkl():
+    """Intel MKL's FFT (:class:`compute._mkl.MKL`: FFTW3-interface plans on a privately loaded ``libmkl_rt``),
+    loaded so that MKL's OpenMP threads sleep rather than spin between two FFTs (see LOAD_OMP_WAIT_POLICY).
+    Intel's OpenMP runtime reads its wait policy when it starts, which the load makes it do inside the block
+    (by default its threads spin 200 ms after every parallel region: a process sleeping between 64^3 FFTs
+    used 1.14 CPU seconds per second, 0.24 started this way).  Raises CDIError where MKL is not usable."""
+    from cdi_plugins.compute import _mkl
     if _have_pyfftw():
+        # MKL loads its computational libraries globally, and they export FFTW3's function names: a pyFFTW
+        # imported afterwards would bind to MKL's FFTW3 interface and its "FFTW" plans give MKL's bits (a
+        # 64^3 transform's SHA-256 changed with the import order); imported first, it keeps its own FFTW
         _import_pyfftw()
-    try:
-        with _passive_omp_load():
-            import mkl
-            import mkl_fft
-            mkl.get_max_threads()
-    except Exception as exc:
-        raise CDIError(f"mkl_fft is installed but cannot be imported ({exc.__class__.__name__}: {exc}); "
-                       "reinstall it (pip install 'cdi-plugins[fast]') or use fft: torch or fft: pyfftw") from None
-    return mkl_fft, mkl
+    with _passive_omp_load():
+        handle = _mkl.load()
+    if handle is None:
+        raise CDIError(f"{_mkl.error()}; or use fft: torch or fft: pyfftw")
+    return handle
 
 
 def _aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
@@ -198,10 +197,33 @@ def import_torch():
       it is set; left at the default, a 128^3 FFT pair on 2 threads took 46 ms against 13.5 ms once set to
       the same 2 (2-core machine).
     """
+    if "torch" not in sys.modules and _mkl_loaded():
+        log.warning("torch is imported after Intel MKL in this process: torch's own MKL functions now resolve "
+                    "to that MKL's, and its results may differ in the last bits from a process that imported "
+                    "torch first (recipes load torch before their first step; see AlgorithmSpec.preload)")
     with _passive_omp_load():
         import torch
     torch.set_num_threads(torch.get_num_threads())
     return torch
+
+
+def _mkl_loaded() -> bool:
+    mod = sys.modules.get("cdi_plugins.compute._mkl")
+    return mod is not None and mod.load.cache_info().currsize > 0
+
+
+def preload(modules) -> None:
+    """Import *modules* (torch through :func:`import_torch`) unless loaded or not installed, before the
+    libraries a run loads on its way: the import order of native libraries decides which of two copies of
+    one function (MKL's inside torch, the pip MKL's) a library calls.  Steps name theirs in
+    ``AlgorithmSpec.preload``."""
+    for name in dict.fromkeys(modules):
+        if name in sys.modules or not _installed(name):
+            continue
+        if name == "torch":
+            import_torch()
+        else:
+            importlib.import_module(name)
 
 
 @contextlib.contextmanager
@@ -241,7 +263,8 @@ def fft_engines() -> dict[str, str]:
     return {
         "pyfftw": "ok" if _have_pyfftw() else "pyFFTW is not installed; pip install 'cdi-plugins[fast]'",
         "scipy": "ok",
-        "mkl": "ok" if _have_mkl_fft() else "mkl_fft is not installed; pip install 'cdi-plugins[fast]' (x86-64)",
+        "mkl": "ok" if _have_mkl() else "Intel MKL is not installed (libmkl_rt not found); "
+                                         "pip install 'cdi-plugins[fast]' (x86-64)",
         "torch": "ok" if _installed("torch") else "PyTorch is not installed",
         "cupy": "ok" if ok else why,
     }
@@ -350,9 +373,14 @@ class Workspace:
         self._real = None   # smooth_abs()'s buffers (and pyFFTW plans), made on first use
         self._swork = None  # smoothed_support()'s KernelWork (mkl engine), made on first use
         if eng == "mkl":
-            self._mkl_fft, self._mkl = import_mkl_fft()
+            from cdi_plugins.compute._mkl import FFTW_BACKWARD, FFTW_FORWARD
+            self._mkl = import_mkl()
             self.x = _aligned_zeros(shape, np.complex64)
             self._w = _aligned_zeros(shape, np.complex64)
+            self._mkl_plans = self._mkl.plans()       # destroyed with this workspace
+            x, w = self.x.ctypes.data, self._w.ctypes.data
+            self._fwd = self._mkl_plans.make(self.shape, x, w, FFTW_FORWARD, threads=self._threads)
+            self._bwd = self._mkl_plans.make(self.shape, w, w, FFTW_BACKWARD, threads=self._threads)
         elif eng == "torch":
             torch = import_torch()
             # NumPy views of torch tensors (shared memory): the kernels see arrays, torch.fft fills them
@@ -397,26 +425,31 @@ class Workspace:
                 _save_wisdom()
         return plans
 
-    @contextlib.contextmanager
-    def _mkl_threads(self):
-        """MKL's threads for this workspace, on the calling thread only (``mkl.set_num_threads_local``), restored
-        afterwards (about 1 microsecond)."""
-        before = self._mkl.set_num_threads_local(self._threads)
+    def _mkl_run(self, *plans) -> None:
+        """Run MKL *plans* with this workspace's threads, set on the calling thread only
+        (``mkl_set_num_threads_local``, about 1 microsecond) and restored afterwards."""
+        mkl = self._mkl
+        before = mkl.set_threads_local(self._threads)
         try:
-            yield self._mkl_fft
+            for p in plans:
+                mkl.run(p)
         finally:
-            self._mkl.set_num_threads_local(before)
+            mkl.set_threads_local(before)
 
     def _mkl_smoothing(self, kernel=None):
-        """mkl engine: the complex buffer of the smoothing (made once) and *kernel* on the full grid (made
-        once per kernel; None: not needed)."""
+        """mkl engine: the complex buffer of the smoothing and its in-place plans (made once), and *kernel* on
+        the full grid (made once per kernel; None: not needed)."""
         if self._real is None:
-            self._real = [_aligned_zeros(self.shape, np.complex64), None, None]
-        c, k_half, k_full = self._real
+            from cdi_plugins.compute._mkl import FFTW_BACKWARD, FFTW_FORWARD
+            c = _aligned_zeros(self.shape, np.complex64)
+            a = c.ctypes.data
+            self._real = [c, None, None, self._mkl_plans.make(self.shape, a, a, FFTW_FORWARD, threads=self._threads),
+                          self._mkl_plans.make(self.shape, a, a, FFTW_BACKWARD, threads=self._threads)]
+        c, k_half, k_full = self._real[:3]
         if kernel is not None and k_half is not kernel:
             from cdi_plugins.compute.fourier import full_from_half
             k_full = full_from_half(kernel, self.shape)
-            self._real[1:] = [kernel, k_full]
+            self._real[1:3] = [kernel, k_full]
         return c, k_full
 
     def smoothing_buffer(self):
@@ -438,27 +471,26 @@ class Workspace:
         if self._swork.impl != "numba":
             return None
         c, _ = self._mkl_smoothing()
-        with self._mkl_threads() as mkl_fft:
-            return kernels.smoothed_support(self._swork, a, c, factors, lambda b: mkl_fft.fftn(b, out=b),
-                                            lambda b: mkl_fft.ifftn(b, out=b, norm="forward"), threshold)
+        cfwd, cbwd = self._real[3:]
+        return kernels.smoothed_support(self._swork, a, c, factors, lambda b: self._mkl_run(cfwd),
+                                        lambda b: self._mkl_run(cbwd), threshold)
 
     def smooth_abs(self, a, kernel):
         """``size * irfftn(rfftn(|a|) * kernel)`` in float32 with this workspace's engine (pyFFTW real plans,
-        mkl_fft or torch.fft), for shrink-wrap in the hot loop: scipy.fft's real transforms cost twice FFTW's.
+        MKL or torch.fft), for shrink-wrap in the hot loop: scipy.fft's real transforms cost twice FFTW's.
         *a* is real or complex of the workspace's shape, *kernel* a float32 array on the rfft grid.
         Unnormalised (pyFFTW's own 1/N pass costs as much as the transform): a threshold relative to
         the maximum does not need it.  Returns a buffer that the next call overwrites (pyFFTW, mkl) or a new
         array (torch)."""
         if self.engine == "mkl":
-            # complex transforms in a buffer of this workspace: mkl_fft's real N-d transforms loop over 2-D
-            # slices in Python (a 128^3 pair took 37 ms against 8 ms for the complex one)
+            # complex transforms in a buffer of this workspace (mkl_fft's real N-d transforms, used until
+            # 2026-12-01, looped over 2-D slices in Python: a 128^3 pair took 37 ms against 8 ms complex)
             c, k_full = self._mkl_smoothing(kernel)
             np.abs(a, out=c.real)
             c.imag[...] = 0
-            with self._mkl_threads() as mkl_fft:
-                mkl_fft.fftn(c, out=c)
-                c *= k_full
-                mkl_fft.ifftn(c, out=c, norm="forward")
+            self._mkl_run(self._real[3])
+            c *= k_full
+            self._mkl_run(self._real[4])
             return c.real
         if self.engine == "torch":
             with torch_threads(self._threads) as torch:
@@ -483,8 +515,7 @@ class Workspace:
     def forward(self):
         b = self.backend
         if self.engine == "mkl":
-            with self._mkl_threads() as mkl_fft:
-                mkl_fft.fftn(self.x, out=self._w)
+            self._mkl_run(self._fwd)
             return self._w
         if self.engine == "pyfftw":
             self._fwd()
@@ -501,8 +532,7 @@ class Workspace:
         if buf is not self._w:            # these engines transform their own work buffer in place
             self._w[...] = buf
         if self.engine == "mkl":
-            with self._mkl_threads() as mkl_fft:
-                mkl_fft.ifftn(self._w, out=self._w, norm="forward")    # "forward": the inverse unscaled
+            self._mkl_run(self._bwd)           # unnormalised
         elif self.engine == "torch":
             with torch_threads(self._threads) as torch:
                 torch.fft.ifftn(self._wt, norm="forward", out=self._wt)
@@ -550,8 +580,8 @@ class Backend:
             elif fft == "pyfftw" and not _have_pyfftw():
                 raise CDIError("fft engine 'pyfftw' asked for but pyFFTW is not installed; "
                                "pip install 'cdi-plugins[fast]' or use fft: scipy")
-            elif fft == "mkl" and not _have_mkl_fft():
-                raise CDIError("fft engine 'mkl' asked for but mkl_fft is not installed; "
+            elif fft == "mkl" and not _have_mkl():
+                raise CDIError("fft engine 'mkl' asked for but Intel MKL is not installed (libmkl_rt not found); "
                                "pip install 'cdi-plugins[fast]' (x86-64) or use fft: auto")
             self.fft_engine = fft
         self._workspaces: dict[tuple, Workspace] = {}
@@ -593,11 +623,11 @@ class Backend:
 
     def loop_engine(self, size: int) -> str:
         """The FFT engine of the hot loop for arrays of *size* elements: ``fft_engine``, except that with
-        ``fft: auto`` and the deterministic planner arrays larger than 64^3 use an MKL FFT, mkl_fft where
+        ``fft: auto`` and the deterministic planner arrays larger than 64^3 use an MKL FFT, MKL's own where
         installed, else torch.fft (see MKL_LOOP)."""
         if (self.name == "numpy" and self.fft_requested == "auto" and size > MKL_LOOP
                 and self.planner_effort == DETERMINISTIC_PLANNER):
-            if _have_mkl_fft():
+            if _have_mkl():
                 return "mkl"
             if _installed("torch"):
                 return "torch"

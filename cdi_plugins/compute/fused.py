@@ -13,8 +13,8 @@ iterations the work buffer ``w`` holds the iterate transformed along axis 0; the
    give the projection p, the update writes ``x[:, j, :]``, and the 1-D FFTs of the new ``x[:, j, :]`` along
    axis 0 are the first part of the next iteration.
 
-The transforms are Intel MKL's (through its FFTW3 interface in ``libmkl_rt``, the library mkl_fft loads), one
-plane or tile at a time on one thread, called from numba kernels running on every core.  The result does not
+The transforms are Intel MKL's (plans of its FFTW3 interface, compute/_mkl.py), one plane or tile at a time on one
+thread, called from numba kernels running on every core.  The result does not
 depend on the thread count (each plane and tile is transformed by the same single-thread plan, and chi^2 is
 summed plane by plane in order) but differs from the unfused loop's in the last bits (the transforms are
 split differently; HIO then amplifies that, as it does any rounding).  Used by ER, HIO, RAAR, SF and ASR on
@@ -24,13 +24,8 @@ the mkl engine with the numba kernels and no option active, from 256^3 on (``FUS
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import glob
 import os
-import sys
-import threading
-import weakref
 
 import numpy as np
 
@@ -38,8 +33,6 @@ from cdi_plugins.errors import CDIError
 
 __all__ = ["fused_status", "fused_mode", "fused_enabled", "FusedData", "FusedLoop", "FUSED_MIN"]
 
-_FFTW_ESTIMATE = 1 << 6
-_PLAN_LOCK = threading.Lock()       # MKL's FFTW3 interface: plan creation is not thread-safe
 _status: str | None = None
 
 
@@ -71,106 +64,44 @@ def fused_enabled(size: int | None = None) -> bool:
     return mode == "on" or size is None or size >= FUSED_MIN
 
 
-def _mkl_rt_paths() -> list[str]:
-    """Candidate paths of libmkl_rt: the environment's lib/ (where the mkl wheel puts it), then the loader's."""
-    out = []
-    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
-        out += sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")), reverse=True)
-        out += sorted(glob.glob(os.path.join(prefix, "Library", "bin", "mkl_rt*.dll")), reverse=True)
-    import ctypes.util
-    found = ctypes.util.find_library("mkl_rt")
-    if found:
-        out.append(found)
-    return out
-
-
 @functools.lru_cache(maxsize=None)
-def _mkl_fftw():
-    """(library, execute) of MKL's FFTW3 interface with argument types set, or None (reason in _status)."""
+def _mkl():
+    """MKL's handle (compute/_mkl.py, loaded by backend.import_mkl), or None (reason in _status)."""
     global _status
-    from cdi_plugins.compute.backend import import_mkl_fft
+    from cdi_plugins.compute.backend import import_mkl
     try:
-        import_mkl_fft()        # the library itself, its OpenMP runtime started passive (backend.py)
-    except ImportError as exc:
-        _status = f"mkl_fft is not installed ({exc})"
+        return import_mkl()
+    except CDIError as exc:
+        _status = str(exc)
         return None
-    lib = None
-    for path in _mkl_rt_paths():
-        try:
-            lib = ctypes.CDLL(path)
-            lib.fftwf_plan_many_dft, lib.fftwf_execute_dft, lib.fftwf_destroy_plan  # noqa: B018
-            break
-        except (OSError, AttributeError):
-            lib = None
-    if lib is None:
-        _status = "libmkl_rt with the FFTW3 interface was not found next to mkl_fft"
-        return None
-    ip = ctypes.POINTER(ctypes.c_int)
-    lib.fftwf_plan_many_dft.restype = ctypes.c_void_p
-    lib.fftwf_plan_many_dft.argtypes = [ctypes.c_int, ip, ctypes.c_int, ctypes.c_void_p, ip, ctypes.c_int,
-                                        ctypes.c_int, ctypes.c_void_p, ip, ctypes.c_int, ctypes.c_int,
-                                        ctypes.c_int, ctypes.c_uint]
-    lib.fftwf_plan_with_nthreads.argtypes = [ctypes.c_int]
-    lib.fftwf_plan_with_nthreads.restype = None
-    lib.fftwf_destroy_plan.argtypes = [ctypes.c_void_p]
-    lib.fftwf_destroy_plan.restype = None
-    # the kernels take execute as an argument (pointers as size_t: the same registers), so their code caches
-    proto = ctypes.CFUNCTYPE(None, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t)
-    execute = proto(ctypes.cast(lib.fftwf_execute_dft, ctypes.c_void_p).value)
-    return lib, execute
 
 
 def fused_status() -> str:
-    """``"ok"`` or why the cache-blocked loop cannot run here (imports mkl_fft)."""
+    """``"ok"`` or why the cache-blocked loop cannot run here (loads MKL)."""
     if not fused_enabled():
         return "turned off (CDI_PLUGINS_FUSED)"
-    return "ok" if _mkl_fftw() is not None else (_status or "unavailable")
-
-
-def _ints(v):
-    return None if v is None else (ctypes.c_int * len(v))(*v)
+    return "ok" if _mkl() is not None else (_status or "unavailable")
 
 
 class _Plans:
-    """One set of single-thread plans per worker thread, destroyed with this object."""
+    """One set of single-thread plans per worker thread (a plan must not run on two threads at once)."""
 
-    def __init__(self, lib, shape, x, w, threads: int):
+    def __init__(self, mkl, shape, x, w, threads: int):
+        from cdi_plugins.compute._mkl import FFTW_BACKWARD, FFTW_FORWARD
         n0, n1, n2 = shape
         q = n1 * n2
         xa, wa = x.ctypes.data, w.ctypes.data
-        made = []
+        self._all = plans = mkl.plans()      # destroyed with this object
 
-        def plan(rank, n, howmany, src, stride, dist, dst, sign):
-            p = lib.fftwf_plan_many_dft(rank, _ints(n), howmany, src, None, stride, dist, dst, None, stride, dist,
-                                        sign, _FFTW_ESTIMATE)
-            if not p:
-                raise RuntimeError(f"MKL refused a plan for the cache-blocked loop (shape {shape})")
-            made.append(p)
-            return p
+        def per_thread(n, src, dst, sign, **kw):
+            return np.array([plans.make(n, src, dst, sign, **kw) for _ in range(threads)], dtype=np.uintp)
 
-        def per_thread(*spec):
-            return np.array([plan(*spec) for _ in range(threads)], dtype=np.uintp)
-
-        try:
-            with _PLAN_LOCK:
-                lib.fftwf_plan_with_nthreads(1)
-                # a plane w[i]: the 2-D transform in place
-                self.plane_fwd = per_thread(2, (n1, n2), 1, wa, 1, q, wa, -1)
-                self.plane_bwd = per_thread(2, (n1, n2), 1, wa, 1, q, wa, +1)
-                # a tile [:, j, :]: n2 transforms of length n0 along axis 0 (stride n1 * n2), x -> w and w in place
-                self.tile_fwd = per_thread(1, (n0,), n2, xa, q, 1, wa, -1)
-                self.tile_bwd = per_thread(1, (n0,), n2, wa, q, 1, wa, +1)
-        except BaseException:
-            _destroy(lib, made)
-            raise
-        self._finalizer = weakref.finalize(self, _destroy, lib, made)
-
-
-def _destroy(lib, plans) -> None:
-    with _PLAN_LOCK:
-        for p in plans:
-            lib.fftwf_destroy_plan(p)
-        plans.clear()
+        # a plane w[i]: the 2-D transform in place
+        self.plane_fwd = per_thread((n1, n2), wa, wa, FFTW_FORWARD)
+        self.plane_bwd = per_thread((n1, n2), wa, wa, FFTW_BACKWARD)
+        # a tile [:, j, :]: n2 transforms of length n0 along axis 0 (stride n1 * n2), x -> w and w in place
+        self.tile_fwd = per_thread((n0,), xa, wa, FFTW_FORWARD, howmany=n2, stride=q, dist=1)
+        self.tile_bwd = per_thread((n0,), wa, wa, FFTW_BACKWARD, howmany=n2, stride=q, dist=1)
 
 
 class FusedData:
@@ -203,11 +134,12 @@ class FusedLoop:
     """
 
     def __init__(self, ws, data: FusedData, work):
-        lib, self._execute = _mkl_fftw()
+        mkl = _mkl()
         if data.shape != ws.shape:
             raise ValueError(f"data of shape {data.shape} for a workspace of shape {ws.shape}")
         self.ws, self.data, self.work = ws, data, work
-        self._plans = _Plans(lib, ws.shape, ws.x, ws._w, max(1, work.threads))
+        self._execute = mkl.execute
+        self._plans = _Plans(mkl, ws.shape, ws.x, ws._w, max(1, work.threads))
         self._partial = np.zeros(ws.shape[0], dtype=np.float64)
         self._partial_free = np.zeros(ws.shape[0], dtype=np.float64)
         self._none = np.empty((1, 1, 1), dtype=np.complex64)
@@ -217,7 +149,7 @@ class FusedLoop:
         """Whether this loop runs on *ws*: wanted for its size (:func:`fused_enabled`; a misspelt
         ``CDI_PLUGINS_FUSED`` raises here), 3-D, mkl engine, numba kernels, complex64."""
         return (fused_enabled(ws.size) and ws.engine == "mkl" and len(ws.shape) == 3 and work.impl == "numba"
-                and ws.x.dtype == np.complex64 and _mkl_fftw() is not None)
+                and ws.x.dtype == np.complex64 and _mkl() is not None)
 
     def _run(self, name, *args):
         from cdi_plugins.compute.kernels import _call_numba

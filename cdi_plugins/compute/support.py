@@ -68,7 +68,7 @@ def shrink_wrap(backend, obj, sigma: float, threshold: float):
 
     Where the backend's hot loop already holds a pyFFTW, mkl or torch :class:`Workspace` for this shape, the
     smoothing uses that workspace's transforms (:meth:`Workspace.smooth_abs`): at 128^3 a shrink-wrap then
-    costs ~8 ms (pyFFTW) or ~15 ms (mkl_fft: complex transforms, fused passes) instead of ~20 ms through
+    costs ~8 ms (pyFFTW) or ~15 ms (MKL: complex transforms, fused passes) instead of ~20 ms through
     scipy.fft.
     """
     xp = backend.xp

@@ -60,6 +60,11 @@ class AlgorithmSpec:
     check : callable, optional
         ``check(params) -> None`` for rules between parameters; raise
         :class:`CDIError` (the recipe location is added for you).
+    preload : tuple of str
+        Modules the step imports, which the pipeline loads before the first step of a
+        recipe (``("torch",)``): a library loaded by an earlier step must not take over
+        their symbols (Intel MKL, loaded by the FFT engine above 64^3, exports the MKL
+        functions torch carries inside and would replace them, changing torch's last bits).
     """
 
     name: str
@@ -70,6 +75,7 @@ class AlgorithmSpec:
     backends: Sequence[str] = ("numpy", "cupy")
     unavailable: str | None = None
     check: Callable[[dict], None] | None = None
+    preload: Sequence[str] = ()
     plugin: str = ""  # filled in by the registry: which plugin provided it
 
     def __post_init__(self):
