@@ -184,10 +184,10 @@ def _feedback(name: str, params: dict):
 class _Loop:
     """One step's iterations: the object in ``ws.x``, the support, chi^2 on the device, support records.
 
-    On the mkl engine with the numba kernels and no option active, the iterations run in the cache-blocked
-    loop (:class:`~cdi_plugins.compute.fused.FusedLoop`: the FFT pair, the modulus and the update in two
-    passes over memory); elsewhere as an FFT, :func:`project_modulus`, an inverse FFT and
-    :func:`update_object`.
+    From 256^3 on the mkl engine with the numba kernels and no option active, the iterations run in the
+    cache-blocked loop (:class:`~cdi_plugins.compute.fused.FusedLoop`: the FFT pair, the modulus and the update
+    in two passes over memory; ``CDI_PLUGINS_FUSED``); elsewhere as an FFT, :func:`project_modulus`, an inverse
+    FFT and :func:`update_object`.
     """
 
     fusable = True     # the update has the shared kernel's form (not the difference map)
