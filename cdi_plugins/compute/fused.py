@@ -13,11 +13,11 @@ iterations the work buffer ``w`` holds the iterate transformed along axis 0; the
    give the projection p, the update writes ``x[:, j, :]``, and the 1-D FFTs of the new ``x[:, j, :]`` along
    axis 0 are the first part of the next iteration.
 
-The transforms are Intel MKL's (plans of its FFTW3 interface, compute/_mkl.py), one plane or tile at a time on one
-thread, called from numba kernels running on every core.  The result does not
-depend on the thread count (each plane and tile is transformed by the same single-thread plan, and chi^2 is
-summed plane by plane in order) but differs from the unfused loop's in the last bits (the transforms are
-split differently; HIO then amplifies that, as it does any rounding).  Used by ER, HIO, RAAR, SF and ASR on
+The transforms are Intel MKL's (plans of its FFTW3 interface, compute/_mkl.py), one plane or tile at a time
+on one thread, called from numba kernels running on every core.  The result does not depend on the thread
+count (each plane and tile is transformed by the same single-thread plan, and chi^2 is summed plane by plane
+in order) but differs from the unfused loop's in the last bits (the transforms are split differently; HIO
+then amplifies that, as it does any rounding).  Used by ER, HIO, RAAR, SF and ASR on
 the mkl engine with the numba kernels and no option active, from 256^3 on (``FUSED_MIN``: below it MKL's own
 3-D transforms win); ``CDI_PLUGINS_FUSED=on`` uses it at every size the mkl engine runs, ``off`` nowhere.
 """
@@ -36,10 +36,12 @@ __all__ = ["fused_status", "fused_mode", "fused_enabled", "FusedData", "FusedLoo
 _status: str | None = None
 
 
-# From this many voxels on the cache-blocked loop is the faster one (2-core VM, interleaved A/B of one HIO
-# iteration, benchmarks/bench_iteration.py --fused on|off): 256^3 1.19 against 1.35 FFT pairs (1 thread: 1.30
-# against 1.40); 160^3 and 192^3 within the noise of each other; 128^3 the same or worse (1 thread 1.69
-# against 1.41: MKL's own 3-D transform beats its strided batches of 1-D transforms there).
+# From this many voxels on the cache-blocked loop is the faster one.  2-core VM, one HIO iteration against the
+# unfused one, interleaved (benchmarks/bench_iteration.py --ab), medians in FFT pairs, 2026-12-01:
+#   256^3: 1.26 against 1.39 (1 thread: 1.24 against 1.35);
+#   160^3 and 192^3: within the noise of each other;
+#   128^3: 1.55 against 1.60, and worse on 1 thread (1.56 against 1.41): MKL's own 3-D transform beats its
+#   strided batches of 1-D transforms there.
 FUSED_MIN = 256 ** 3
 _MODES = {"auto": "auto", "": "auto", "1": "on", "on": "on", "true": "on", "yes": "on",
           "0": "off", "off": "off", "false": "off", "no": "off"}
