@@ -337,11 +337,10 @@ def scale_separable(work: KernelWork, c, factors) -> None:
 def smoothed_support(work: KernelWork, a, c, factors, forward, inverse, threshold: float):
     """Shrink-wrap's support through complex FFTs in the buffer *c*: ``c <- |a|``, ``forward(c)``, ``c *=``
     the separable kernel of *factors* (:func:`support.gaussian_factors`; None: no smoothing), ``inverse(c)``,
-    then ``c.real >
-    threshold * max(c.real)``.  *a* and *c* are C-contiguous complex64 arrays of one shape (*a* None: *c*
-    already holds ``|a| + 0j``, written by the cache-blocked loop); *forward* and *inverse* transform *c* in
-    place.  Each pass runs on ``work.threads`` cores (NumPy's strided passes took 12 ms of the 18 ms of a
-    128^3 shrink-wrap, and building the 3-D kernel for a new sigma ~140 ms at 256^3)."""
+    then ``c.real > threshold * max(c.real)``.  *a* and *c* are C-contiguous complex64 arrays of one shape
+    (*a* None: *c* already holds ``|a| + 0j``, written by the cache-blocked loop); *forward* and *inverse*
+    transform *c* in place.  Each pass runs on ``work.threads`` cores (NumPy's strided passes took 12 ms of
+    the 18 ms of a 128^3 shrink-wrap, and building the 3-D kernel for a new sigma ~140 ms at 256^3)."""
     if a is not None:
         abs_into(work, c, a)
     if factors is None:                 # no smoothing (sigma 0)
