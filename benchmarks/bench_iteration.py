@@ -20,6 +20,7 @@ pyFFTW planner.
     python benchmarks/bench_iteration.py --passes --sizes 64 128 --repeats 7   # CPU ms of each pass
     python benchmarks/bench_iteration.py --cpu --threads 1      # CPU-time ratios, one thread: robust to load
     python benchmarks/bench_iteration.py --breakdown --sizes 128 --iterations 300   # where an iteration goes
+                                          # (from 256^3: the blocked loop's planes and tiles passes instead)
     python benchmarks/bench_iteration.py --fused on --sizes 128 256   # the cache-blocked loop at every size
     python benchmarks/bench_iteration.py --ab --sizes 128 256 --threads 1   # cache-blocked against unfused
 
@@ -115,6 +116,23 @@ def breakdown(args) -> None:
     for owner, name, label in zip((B.Workspace, B.Workspace, it, it, it),
                                   ("forward", "backward", "project_modulus", "update_object", "shrink_wrap"), labels):
         timed(owner, name, label)
+    # the cache-blocked loop (from 256^3): its two passes, each FFT stage with the elementwise work it carries
+    from cdi_plugins.compute import fused as FU
+    blocked = {"fused_planes": "planes pass (2-D FFTs + modulus)", "fused_tiles": "tiles pass (1-D FFTs + update)"}
+    run_kernel = FU.FusedLoop._run
+    saved.append((FU.FusedLoop, "_run", run_kernel))
+
+    def timed_run(self, name, *a):
+        t0 = time.perf_counter()
+        try:
+            return run_kernel(self, name, *a)
+        finally:
+            label = blocked.get(name, "blocked start")
+            total[label] += time.perf_counter() - t0
+            calls[label] += 1
+    FU.FusedLoop._run = timed_run
+    timed(it, "shrink_wrap_kept", "shrink-wrap (blocked)")
+    all_labels = labels + tuple(blocked.values()) + ("shrink-wrap (blocked)",)
     try:
         print(f"where an iteration goes: 20*ER+{args.iterations}*HIO on a simulated crystal, fft {args.fft}, "
               "wall ms (per call, and per iteration over the whole run)")
@@ -130,7 +148,7 @@ def breakdown(args) -> None:
             wall = time.perf_counter() - t0
             its = 20 + args.iterations
             parts = "  ".join(f"{k} {1e3 * total[k] / max(calls[k], 1):.2f} ({1e3 * total[k] / its:.2f})"
-                              for k in labels)
+                              for k in all_labels if calls[k] or k in labels[:4])
             rest = wall - sum(total.values())
             print(f"{n:>5}^3 {r.metadata.get('fft')}, {r.metadata.get('threads')} threads: {parts}  "
                   f"other {1e3 * rest / its:.2f}  whole run {1e3 * wall / its:.2f}", flush=True)
