@@ -1,4 +1,5 @@
-"""numba builds of the two elementwise passes (imported by compute/kernels.py only when they are used).
+"""numba builds of the two elementwise passes, shrink-wrap's passes and the cache-blocked loop's plane and tile
+kernels (compute/fused.py); imported by compute/kernels.py only when they are used.
 
 Complex arrays arrive as float32 views (re, im interleaved): building complex values in numba is
 10x slower.  Each pass splits the array into ``NCHUNK`` fixed chunks (independent of the thread
