@@ -147,8 +147,11 @@ def _abs_chunk(cr, ar):
 
 
 def _scale_chunk(cr, k):
-    for j in range(cr.size):
-        cr[j] = cr[j] * k[j >> 1]
+    # one pixel per step, as in _update_chunk (k[j >> 1] per float compiles to scalar code)
+    for i in range(k.size):
+        g = k[i]
+        cr[2 * i] = cr[2 * i] * g
+        cr[2 * i + 1] = cr[2 * i + 1] * g
 
 
 def _max_chunk(cr):

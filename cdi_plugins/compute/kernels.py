@@ -343,11 +343,10 @@ def smoothed_support(work: KernelWork, a, c, factors, forward, inverse, threshol
     the 18 ms of a 128^3 shrink-wrap, and building the 3-D kernel for a new sigma ~140 ms at 256^3)."""
     if a is not None:
         abs_into(work, c, a)
-    if factors is None:                 # no smoothing (sigma 0)
-        return above_fraction(work, c, threshold)
-    forward(c)
-    scale_separable(work, c, factors)
-    inverse(c)
+    if factors is not None:             # None: no smoothing (sigma 0)
+        forward(c)
+        scale_separable(work, c, factors)
+        inverse(c)
     return above_fraction(work, c, threshold)
 
 
