@@ -27,7 +27,7 @@ from cdi_plugins.core.result import Result
 from cdi_plugins.core.state import Problem
 
 __all__ = ["run", "run_all", "problems", "compare", "Comparison", "Job", "plan_jobs", "check_outputs", "write_outputs",
-           "build_problem", "run_plan", "run_timed", "versions", "save", "load", "DEFAULT_OUT"]
+           "build_problem", "run_plan", "run_timed", "preload_steps", "versions", "save", "load", "DEFAULT_OUT"]
 
 DEFAULT_OUT = "{recipe}_{dataset}.cxi"   # where `cdi run` and `cdi batch` write a result the recipe does not place
 
@@ -164,7 +164,7 @@ def run_plan(plan: DatasetPlan, problem: Problem, *, recipe_text: str = "",
     for step in plan.steps:
         if backend.name not in step.algorithm.backends:
             raise CDIError(f"algorithm '{step.name}' does not run on the {backend.name} backend", step.where)
-    preload(m for step in plan.steps for m in step.algorithm.preload)
+    preload_steps([plan])
     report = progress or (lambda **event: None)
     timings = [0.0] * len(plan.steps)
     workers = resolve_workers(plan.workers, tasks=plan.runs, backend=backend.name, threads=plan.threads,
@@ -490,6 +490,7 @@ def run_all(recipe, *, overrides=(), progress=None, write: bool = True) -> dict[
         jobs = {j.plan.name: j for j in plan_jobs(rec)} if write else {}
         jobs = {name: j for name, j in jobs.items() if j.plan.output.wanted}
         check_outputs(list(jobs.values()))
+        preload_steps(rec.datasets)
         out = {}
         for plan in rec.datasets:
             problem = build_problem(plan)
@@ -528,6 +529,14 @@ class Comparison:
         return self.problem.truth is not None
 
 
+def preload_steps(plans) -> None:
+    """Import the modules the steps of *plans* name in ``AlgorithmSpec.preload`` (torch for nn and ad)
+    before any of them starts a native library: a process that runs several plans (a multi-dataset recipe,
+    ``compare``) calls this with all of them first, so that a later plan's torch is not imported after an
+    earlier plan's MKL (its results would then differ in the last bits from a run of that plan alone)."""
+    preload(m for plan in plans for step in plan.steps for m in step.algorithm.preload)
+
+
 def compare(recipes, *, data: Any = None, overrides=(), progress_for: Callable[[str, DatasetPlan], Any] | None = None
             ) -> Comparison:
     """Run several recipes (one dataset each) on the same data, for a side-by-side comparison.
@@ -562,6 +571,7 @@ def compare(recipes, *, data: Any = None, overrides=(), progress_for: Callable[[
             if plan.data.simulate != ref.data.simulate or plan.data.resolved("path") != ref.data.resolved("path"):
                 raise CDIError(f"this recipe's data differs from {plans[0][0]}'s; pass --data PATH "
                                "to run every recipe on the same data", path)
+    preload_steps(plan for _, plan in plans)
     problem = build_problem(plans[0][1], data)
     results = {}
     for path, plan in plans:

@@ -20,7 +20,8 @@ def _overrides(items):
 
 
 def cmd_run(args) -> int:
-    from cdi_plugins.pipeline import DEFAULT_OUT, build_problem, check_outputs, plan_jobs, write_outputs
+    from cdi_plugins.pipeline import (DEFAULT_OUT, build_problem, check_outputs, plan_jobs, preload_steps,
+                                      write_outputs)
     from cdi_plugins.recipe import load_recipe
 
     overrides = _overrides(args.set)
@@ -29,6 +30,7 @@ def cmd_run(args) -> int:
     jobs = plan_jobs(rec, dataset=args.dataset, out=args.out, overwrite=args.overwrite,
                      default_out=DEFAULT_OUT)
     check_outputs(jobs)  # fail on an unwritable or forbidden output before computing anything
+    preload_steps(job.plan for job in jobs)
     for job in jobs:
         problem = build_problem(job.plan, job.data)
         result, wall = run_with_progress(job.plan, problem, job.plan.name, quiet=args.quiet)
