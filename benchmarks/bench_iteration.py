@@ -29,8 +29,9 @@ default from 256^3, ``--fused on`` at every size the mkl engine runs, ``--fused 
 times one HIO iteration both ways and the FFT pair, interleaved round by round in one process (minimum and
 median of 25 rounds): the comparison FUSED_MIN was chosen by.
 
-Ratios are measured in one process so the machine's load affects both sides;
-still, run it on a quiet machine and quote medians.
+Ratios are measured in one process, round by round: each round times the FFT pair next to each step, and
+the printed ratio is the median of the rounds' ratios (the times printed are medians too), so that the
+machine's drift moves both sides of a ratio; still, run it on a quiet machine and quote medians.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def median_time(fn, repeats: int, inner: int = 1) -> float:
             fn()
         ts.append((CLOCK() - t0) / inner)
     return statistics.median(ts)
+
+
+def once(fn, inner: int = 1) -> float:
+    """Seconds per call of *fn*, over *inner* calls (no warm-up)."""
+    t0 = CLOCK()
+    for _ in range(inner):
+        fn()
+    return (CLOCK() - t0) / inner
 
 
 def passes(sizes, repeats: int) -> None:
@@ -263,7 +272,8 @@ def main(argv=None) -> int:
     planner = f" ({be.planner_effort})" if be.fft_engine == "pyfftw" else ""
     print(f"cdi-plugins {cdi_plugins.__version__}: backend {be.name}, fft {be.fft_requested}{planner} "
           "(the loop's engine per size in each row), "
-          f"median of {args.repeats} x {args.iterations} iterations, {'CPU' if args.cpu else 'wall'} time")
+          f"median of {args.repeats} interleaved rounds of {args.iterations} iterations, "
+          f"{'CPU' if args.cpu else 'wall'} time")
     head = f"{'size':>6} {'loop fft; kernels, threads fft/kernels':>40} {'FFT pair ms':>11} {'ER ms':>8} {'HIO ms':>8} {'RAAR ms':>8} {'ER/FFT':>7} {'HIO/FFT':>8} {'RAAR/FFT':>9}"
     fftw_ref = not args.no_reference and be.name == "numpy" and fft_engines()["pyfftw"] == "ok"
     torch_ref = not args.no_reference and be.name == "numpy" and fft_engines()["torch"] == "ok"
@@ -284,7 +294,6 @@ def main(argv=None) -> int:
             ws.backward(ws.forward())
             be.synchronize()
 
-        t_fft = median_time(fft_pair, args.repeats, inner=max(1, args.iterations // 2))
         t_ref = {}
         # pyFFTW's pair with rule-made (FFTW_ESTIMATE, reproducible) and timed (FFTW_MEASURE) plans, and
         # torch.fft's, same threads and the same workspace code: what the loop's engine is measured against
@@ -296,29 +305,41 @@ def main(argv=None) -> int:
             wm.x[...] = ws.x
             t_ref[effort or engine] = median_time(lambda: wm.backward(wm.forward()), args.repeats,
                                                   inner=max(1, args.iterations // 2))
-        times = {}
+        # time whole steps and subtract the one-off start (support, random start) measured with 1 iteration;
+        # round by round, the pair next to each step, so that the machine's drift moves both sides of a ratio
+        runs = {}
         for name in ("er", "hio", "raar"):
             spec = reg.get(name)
             params = spec.params.validate({"iterations": args.iterations, "initial_support": "autocorrelation"})
-            state = None
 
-            def go():
-                nonlocal state
+            def step(spec=spec, params=params):
                 ctx = Context(backend=be, rng=np.random.default_rng(0), step=1)
-                state = spec.run(problem, None, params, ctx)
+                spec.run(problem, None, params, ctx)
                 be.synchronize()
 
-            # time whole steps and subtract the one-off start (support, random start) measured with 1 iteration
-            p1 = dict(params, iterations=1)
-
-            def start_only():
+            def start_only(spec=spec, params=dict(params, iterations=1)):
                 ctx = Context(backend=be, rng=np.random.default_rng(0), step=1)
-                spec.run(problem, None, p1, ctx)
+                spec.run(problem, None, params, ctx)
                 be.synchronize()
 
-            t_step = median_time(go, args.repeats)
-            t_start = median_time(start_only, args.repeats)
-            times[name] = max(t_step - t_start, 0.0) / (args.iterations - 1)
+            runs[name] = (step, start_only)
+        pairs, times, ratios = [], {k: [] for k in runs}, {k: [] for k in runs}
+        inner = max(1, args.iterations // 2)
+        fft_pair()
+        for step, start_only in runs.values():
+            step()
+            start_only()
+        for _ in range(args.repeats):
+            for name, (step, start_only) in runs.items():
+                t_pair = once(fft_pair, inner)
+                t_step = once(step) - once(start_only)
+                t_it = max(t_step, 0.0) / (args.iterations - 1)
+                pairs.append(t_pair)
+                times[name].append(t_it)
+                ratios[name].append(t_it / t_pair)
+        t_fft = statistics.median(pairs)
+        times = {k: statistics.median(v) for k, v in times.items()}
+        ratios = {k: statistics.median(v) for k, v in ratios.items()}
         thr = be.threads_for(n ** 3)
         impl = kernel_impl(be.xp, size=n ** 3)
         engine = be.loop_engine(n ** 3)
@@ -326,8 +347,7 @@ def main(argv=None) -> int:
             engine = "mkl+fused"
         label = f"{engine}; {impl}, {thr}/{effective_threads(impl, thr)}"
         row = (f"{n:>5}^3 {label:>40} {t_fft * 1e3:>11.2f} {times['er'] * 1e3:>8.2f} {times['hio'] * 1e3:>8.2f} "
-               f"{times['raar'] * 1e3:>8.2f} {times['er'] / t_fft:>7.2f} {times['hio'] / t_fft:>8.2f} "
-               f"{times['raar'] / t_fft:>9.2f}")
+               f"{times['raar'] * 1e3:>8.2f} {ratios['er']:>7.2f} {ratios['hio']:>8.2f} {ratios['raar']:>9.2f}")
         if not args.no_reference:
             a = (np.random.default_rng(0).random((n, n, n)) + 0j).astype(np.complex64)
             t_np = median_time(lambda: np.fft.ifftn(np.fft.fftn(a)), args.repeats)
