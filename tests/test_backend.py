@@ -392,6 +392,33 @@ print("sha", hashlib.sha256(r.obj.tobytes()).hexdigest())
 """
 
 
+_WORKERS = r"""
+import sys
+import cdi_plugins
+if __name__ == "__main__":
+    r = cdi_plugins.run({"data": {"simulate": {"shape": 72, "seed": 1}}, "seed": 0, "runs": 2, "workers": 2,
+                         "steps": [{"algorithm": "er", "iterations": 3}, {"algorithm": "ad", "iterations": 2}]},
+                        write=False)
+    print("runs", r.metadata.get("runs"))
+"""
+
+
+def test_worker_processes_of_runs_load_torch_before_mkl(tmp_path):
+    """``runs: N`` with ``workers`` > 1 runs the steps in fresh worker processes; there the ER step started
+    MKL before the ad step imported torch (a warning from each worker).  Workers load the steps' preloads
+    first, as run_plan does."""
+    pytest.importorskip("torch")
+    _mkl_or_skip()
+    import subprocess
+    import sys
+    script = tmp_path / "two_runs.py"
+    script.write_text(_WORKERS)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, cwd=root)
+    assert "runs 2" in done.stdout
+    assert "torch is imported after Intel MKL" not in done.stderr + done.stdout
+
+
 @pytest.mark.parametrize("mode", ["compare", "run_all"])
 def test_an_earlier_plan_does_not_load_mkl_before_a_later_plans_torch(tmp_path, mode):
     """``cdi compare plain.yaml polish.yaml`` (and a recipe whose datasets run in that order): the first plan
