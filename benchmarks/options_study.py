@@ -20,6 +20,7 @@ error against the truth over the true support:
     python benchmarks/options_study.py twin_strong --seeds 8
     python benchmarks/options_study.py --part refine --seeds 8 --starts 2
     python benchmarks/options_study.py --part lowpass --seeds 8 --starts 3 [--size 48]
+    python benchmarks/options_study.py --part lowpass --seeds 16 --starts 3 --size 64 --oversampling 6
     python benchmarks/options_study.py --part lowpass_real --starts 48
 """
 
@@ -138,10 +139,10 @@ LOWPASS_CASES = {
 }
 
 
-def lowpass(seeds: int, starts: int, size: int) -> None:
+def lowpass(seeds: int, starts: int, size: int, cases=None) -> None:
     variants = [("without", {})] + [(f"start {st}", dict(lowpass_iterations=150, lowpass_start=st))
                                     for st in (0.15, 0.3, 0.7)]
-    for case, sim in LOWPASS_CASES.items():
+    for case, sim in (cases or LOWPASS_CASES).items():
         probs = [_problem(seed, sim, size) for seed in range(seeds)]
         print(f"lowpass {case}, {size}^3: runs of 300 HIO + 50 ER below error 0.15 "
               f"({seeds} crystals x {starts} starts)")
@@ -186,13 +187,22 @@ def main(argv=None) -> int:
     ap.add_argument("--starts", type=int, default=2, help="refine, lowpass: starts per crystal")
     ap.add_argument("--phase-error", type=float, default=0.8, help="refine: rms phase error of the start (rad)")
     ap.add_argument("--size", type=int, default=32, help="lowpass: array side")
-    ap.add_argument("--counts", type=float, default=None, help="refine: photons with Poisson noise (default: none)")
+    ap.add_argument("--counts", type=float, default=None,
+                    help="refine, lowpass with --oversampling: photons with Poisson noise (default: none; 1e6)")
+    ap.add_argument("--oversampling", type=float, default=None,
+                    help="lowpass: one case of this minimum oversampling per axis instead of the two built in")
+    ap.add_argument("--phase", type=float, default=1.0, help="lowpass with --oversampling: strain phase (rad)")
     args = ap.parse_args(argv)
     if args.part == "refine":
         refine(args.seeds, args.starts, args.phase_error, args.counts)
         return 0
     if args.part == "lowpass":
-        lowpass(args.seeds, args.starts, args.size)
+        cases = None
+        if args.oversampling is not None:
+            counts = args.counts or 1e6
+            cases = {f"os{args.oversampling:g}_{counts:g}_phase{args.phase:g}":
+                     dict(counts=counts, noise=True, oversampling_min=args.oversampling, phase_amplitude=args.phase)}
+        lowpass(args.seeds, args.starts, args.size, cases)
         return 0
     if args.part == "lowpass_real":
         print(f"lowpass on the measured gold pattern (configs/real_bcdi.yaml), {args.starts} random starts")
