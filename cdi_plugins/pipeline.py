@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from cdi_plugins.compute.backend import get_backend, preload
+from cdi_plugins.compute.backend import get_backend
 from cdi_plugins.errors import CDIError
 from cdi_plugins.compute.fourier import oversampling
 from cdi_plugins.physics.prepare import is_noop, prepare
@@ -534,7 +534,8 @@ def preload_steps(plans) -> None:
     before any of them starts a native library: a process that runs several plans (a multi-dataset recipe,
     ``compare``) calls this with all of them first, so that a later plan's torch is not imported after an
     earlier plan's MKL (its results would then differ in the last bits from a run of that plan alone)."""
-    preload(m for plan in plans for step in plan.steps for m in step.algorithm.preload)
+    from cdi_plugins.runs import load_preloads
+    load_preloads(step for plan in plans for step in plan.steps)
 
 
 def compare(recipes, *, data: Any = None, overrides=(), progress_for: Callable[[str, DatasetPlan], Any] | None = None

@@ -6,9 +6,9 @@
 The pipeline decides what to run; this package knows no algorithm by name.
 """
 
-from cdi_plugins.runs.execute import RunTask, run_steps, run_tasks, resolve_workers
+from cdi_plugins.runs.execute import RunTask, load_preloads, run_steps, run_tasks, resolve_workers
 from cdi_plugins.runs.ga import GA_KEYS, BREED_MODES, breed, validate_ga
 from cdi_plugins.runs.score import SELECT, free_llk, run_score
 
-__all__ = ["RunTask", "run_steps", "run_tasks", "resolve_workers", "GA_KEYS", "BREED_MODES", "breed",
+__all__ = ["RunTask", "load_preloads", "run_steps", "run_tasks", "resolve_workers", "GA_KEYS", "BREED_MODES", "breed",
            "validate_ga", "SELECT", "free_llk", "run_score"]

@@ -189,10 +189,18 @@ class Step:
         return int(self.params[key]) if key else 0
 
 
+def load_preloads(steps) -> None:
+    """Import the modules *steps* name in ``AlgorithmSpec.preload`` (torch for nn and ad) before any of them
+    runs: a library an earlier step loads (Intel MKL, the FFT engine above 64^3) would otherwise replace the
+    MKL functions torch carries inside (compute.backend.preload)."""
+    from cdi_plugins.compute.backend import preload
+    preload(m for step in steps for m in step.algorithm.preload)
+
+
 def _init_worker(problem, refs, backend_args, threads) -> None:
     for var in _THREAD_VARS:   # before numerical libraries that read them are imported here
         os.environ[var] = str(threads)
-    from cdi_plugins.compute.backend import get_backend, preload
+    from cdi_plugins.compute.backend import get_backend
     from cdi_plugins.core.registry import get_registry
     registry = get_registry()
     steps = []
@@ -202,7 +210,7 @@ def _init_worker(problem, refs, backend_args, threads) -> None:
             raise CDIError(f"algorithm '{ref.name}' comes from plugin '{spec.plugin}' in a worker process, not "
                            f"'{ref.plugin}' (registered at run time?); use workers: 1", ref.where)
         steps.append(Step(spec, dict(ref.params), ref.where))
-    preload(m for step in steps for m in step.algorithm.preload)   # torch before MKL here too (run_plan's rule)
+    load_preloads(steps)   # torch before MKL here too, as in this process
     _WORKER.update(problem=problem, steps=steps, backend=get_backend(**backend_args))
 
 
