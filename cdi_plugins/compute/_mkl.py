@@ -35,9 +35,11 @@ _PLAN_LOCK = threading.RLock()
 _error: str | None = None
 
 
+@functools.lru_cache(maxsize=None)
 def rt_path() -> str | None:
     """Where ``libmkl_rt`` is (the environment's lib/, the user's, then the loader's search), without loading
-    it; None where it is not installed."""
+    it; None where it is not installed.  Looked up once per process: where it is missing, the loader's search
+    (``ctypes.util.find_library``, which runs ``ldconfig``) takes ~40 ms, and every workspace asks."""
     prefixes = dict.fromkeys((sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None) or sys.prefix))
     for prefix in prefixes:
         for pattern in (os.path.join(prefix, "lib", "libmkl_rt.so*"), os.path.join(prefix, "Library", "bin",
